@@ -1,0 +1,19 @@
+# Two commands on a fresh machine:  `make run` (the main job) and `make test`.
+PYTHON ?= python3
+STAMP := .make/installed
+
+.PHONY: install run test
+
+# torch is pinned to the local CPU wheel first; an unpinned torch pulls CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	mkdir -p .make && touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PYTHON) -m cvxattn digits
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q

@@ -1,0 +1,117 @@
+"""Self-attention heads, SPEC.md §2.2 (paper eqs. 11–16).
+
+Scores are averaged over keys with a fixed 1/s. G(X) = XᵀX / s ∈ R^{d×d}.
+
+- linear: network Σ_r (X W1_r Xᵀ / s) X W2_r = Σ_r X W1_r G W2_r, W1 ∈ R^{d×d}, W2 ∈ R^{d×c}.
+  Convex block Z ∈ R^{d²×dc}, a d×d grid of blocks Z^{(k,l)} ∈ R^{d×c}:
+  O = Σ_{k,l} G[k,l] X Z^{(k,l)},  Z = Σ_r vec_col(W1_r) vec_row(W2_r)ᵀ.
+  Row index of Z: k·d + i (column k of W1, row i); column index: l·c + o.
+- gated: gates H_j ∈ R^{d×d} (shape (m, d, d)); mask M_j = 1{X H_j Xᵀ ≥ 0} (query × key).
+  Network Σ_j Σ_{r∈j} ((M_j ⊙ X W1_r Xᵀ) / s) X W2_r; convex, with the masked Gram of query a,
+  Γ_{j,a} = (1/s) Σ_t M_j[a,t] x_t x_tᵀ:  O[a] = Σ_j Σ_{k,l} Γ_{j,a}[k,l] x_aᵀ Z_j^{(k,l)}.
+
+The map is applied through the per-token products x_t x_tᵀ (n, s, d, d), never through the
+lifted data X ⊗ X.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Head
+
+__all__ = ["SelfAttention"]
+
+
+class SelfAttention(Head):
+    """Self-attention head (paper eqs. 11–16).
+
+    >>> import cvxattn as ca
+    >>> head = ca.heads.SelfAttention().bind(s=6, d=5, c=3)
+    >>> head.block_shape   # (d², d·c)
+    (25, 15)
+    """
+
+    name = "attention"
+    default_n_gates = 5
+
+    def gate_shape(self):
+        return (-1, self.d, self.d)
+
+    @property
+    def block_shape(self):
+        return (self.d * self.d, self.d * self.c)
+
+    @property
+    def w1_shape(self):
+        return (self.d, self.d)
+
+    @property
+    def w2_shape(self):
+        return (self.d, self.c)
+
+    # W1 enters Z column-major: vec_col(W1)[k·d + i] = W1[i, k].
+    def vec_w1(self, W1):
+        return W1.transpose(-1, -2).reshape(*W1.shape[:-2], -1)
+
+    def unvec_w1(self, u):
+        return u.reshape(*u.shape[:-1], self.d, self.d).transpose(-1, -2)
+
+    def _grid(self, Z):
+        """Z (G, d², dc) → Z4 (G, k, i, l, o)."""
+        return Z.reshape(Z.shape[0], self.d, self.d, self.d, self.c)
+
+    def lift(self, X):
+        n, s, d = X.shape
+        data = {"X": X}
+        if self.gated:
+            H = self.gates.to(X)  # (m, d, d)
+            scores = torch.einsum("nai,mik,ntk->nmat", X, H, X)  # (n, m, s, s)
+            mask = (scores >= 0).to(X.dtype)
+            data["mask"] = mask
+            # key-side sums of the masked queries: Q_j[t] = Σ_a M_j[a,t] x_a (pooled map)
+            data["key_queries"] = torch.einsum("nmat,nai->nmti", mask, X)  # (n, m, s, d)
+        else:
+            data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
+        return data
+
+    def _token_products(self, Z, X):
+        """Y_j[t, i, o] = Σ_{k,l} x_t[k] x_t[l] Z_j^{(k,l)}[i, o], shape (n, G, s, d, c)."""
+        n, s, d = X.shape
+        outer = torch.einsum("ntk,ntl->ntkl", X, X).reshape(n * s, d * d)  # (n·s, d²)
+        Zkl = self._grid(Z).permute(0, 1, 3, 2, 4).reshape(Z.shape[0], d * d, d * self.c)
+        Y = torch.einsum("Nq,gqr->gNr", outer, Zkl)  # (G, n·s, d·c)
+        return Y.reshape(-1, n, s, d, self.c).transpose(0, 1)  # (n, G, s, d, c)
+
+    def _weighted_models(self, Z, gram):
+        """T[i, o] = Σ_{k,l} G[k,l] Z^{(k,l)}[i, o] for the one linear block, (n, d, c)."""
+        d = self.d
+        Zkl = self._grid(Z)[0].permute(0, 2, 1, 3).reshape(d * d, d * self.c)  # ((k,l),(i,o))
+        return (gram.reshape(-1, d * d) @ Zkl).reshape(-1, d, self.c)
+
+    def tokens(self, Z, data):
+        X = data["X"]
+        if not self.gated:
+            return X @ self._weighted_models(Z, data["gram"])  # (n, s, c)
+        s = X.shape[1]
+        Y = self._token_products(Z, X)  # (n, m, s, d, c)
+        per_query = torch.einsum("nmat,nmtio->nmaio", data["mask"], Y) / s  # (n, m, s, d, c)
+        return torch.einsum("nai,nmaio->nao", X, per_query)
+
+    def pooled(self, Z, data):
+        X = data["X"]
+        if not self.gated:
+            T = self._weighted_models(Z, data["gram"])  # (n, d, c)
+            return torch.einsum("ni,nio->no", X.mean(1), T)
+        s = X.shape[1]
+        Y = self._token_products(Z, X)  # (n, m, s, d, c)
+        return torch.einsum("nmti,nmtio->no", data["key_queries"], Y) / (s * s)
+
+    def network_tokens(self, W1, W2, data):
+        X = data["X"]
+        s = X.shape[1]
+        scores = torch.einsum("nai,grik,ntk->ngrat", X, W1, X) / s  # (n, G, r, s, s)
+        if self.gated:
+            scores = scores * data["mask"][:, :, None]
+        values = torch.einsum("ntl,grlo->ngrto", X, W2)  # (n, G, r, s, c)
+        return torch.einsum("ngrat,ngrto->nao", scores, values)

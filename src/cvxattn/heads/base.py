@@ -1,0 +1,232 @@
+"""The Head protocol every mechanism implements, and the network module they share.
+
+A head is a linear map from convex blocks Z = (Z_1 … Z_G), stacked as a tensor (G, p, q), to
+token-level outputs O(X) ∈ R^{s×c} (SPEC.md §2), and at the same time a non-convex network
+bilinear in its heads (W1_r, W2_r), grouped by block: head r of block g contributes
+vec(W1_r) vec(W2_r)ᵀ to Z_g. Solvers, certificates and reports only use this surface:
+
+- ``bind(s, d, c)``: a copy fixed to the data's sizes, with its gates sampled or checked;
+- ``n_blocks``, ``block_shape``, ``w1_shape``, ``w2_shape``;
+- ``lift(X)``: the per-sample data the map needs (masks, Gram matrices, FFTs), computed once;
+- ``tokens(Z, data)`` (n, s, c) and ``pooled(Z, data)`` (n, c) = mean over tokens: the convex
+  map, matrix-free; its adjoint comes from autograd;
+- ``network_tokens(W1, W2, data)``: the same outputs computed the way the network does;
+- ``blocks_from_heads`` / ``heads_from_blocks``: the exact weight maps both ways;
+- ``network(heads_per_block)``: a :class:`HeadNetwork` (``torch.nn.Module``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .gates import check_gates, sample_gates
+
+__all__ = ["Head", "HeadNetwork"]
+
+ACTIVATIONS = ("linear", "gated")
+
+
+class Head:
+    """Base class of the convex heads; see the module docstring for the protocol."""
+
+    name: ClassVar[str] = ""
+    default_n_gates: ClassVar[int] = 5
+
+    def __init__(self, activation: str = "linear", n_gates: int | None = None, gates=None,
+                 seed: int = 0):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "linear" and (gates is not None or n_gates is not None):
+            raise ValueError("gates: a linear head takes no gates (n_gates/gates are for "
+                             "activation='gated')")
+        if n_gates is not None and (int(n_gates) != n_gates or n_gates < 1):
+            raise ValueError(f"n_gates: expected a positive integer, got {n_gates!r}")
+        self.activation = activation
+        self.n_gates = n_gates
+        self.gates = gates
+        self.seed = seed
+        self.dims: tuple[int, int, int] | None = None  # (s, d, c) once bound
+
+    # ------------------------------------------------------------------ binding
+    @property
+    def gated(self) -> bool:
+        return self.activation == "gated"
+
+    def bind(self, s: int, d: int, c: int) -> "Head":
+        """A copy fixed to s tokens, d features and c outputs, with resolved gates."""
+        head = copy.copy(self)
+        head.dims = (int(s), int(d), int(c))
+        head._check_dims()
+        if self.gated:
+            shape = head.gate_shape()
+            if self.gates is None:
+                m = self.n_gates if self.n_gates is not None else self.default_n_gates
+                head.gates = sample_gates(tuple(m if e == -1 else e for e in shape), self.seed)
+            else:
+                head.gates = check_gates(self.gates, shape, type(self).__name__)
+            head.n_gates = head.gates.shape[shape.index(-1)]
+        return head
+
+    def _check_dims(self) -> None:
+        """Raise ValueError when the head cannot act on (s, d, c); override per head."""
+
+    @property
+    def s(self) -> int:
+        return self._dims()[0]
+
+    @property
+    def d(self) -> int:
+        return self._dims()[1]
+
+    @property
+    def c(self) -> int:
+        return self._dims()[2]
+
+    def _dims(self) -> tuple[int, int, int]:
+        if self.dims is None:
+            raise RuntimeError(f"{self!r} is not bound to data sizes; call head.bind(s, d, c) "
+                               "(ca.Problem does this)")
+        return self.dims
+
+    # -------------------------------------------------------------- to override
+    def gate_shape(self) -> tuple[int, ...]:
+        """Shape of the explicit gates, with -1 at the axis of the m gates."""
+        raise NotImplementedError
+
+    @property
+    def n_blocks(self) -> int:
+        """G, the number of convex blocks (one per gate, or one for a linear head)."""
+        return self.n_gates if self.gated else 1
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def w1_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def w2_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def lift(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample data of the map (every entry has leading axis n); X is (n, s, d)."""
+        raise NotImplementedError
+
+    def tokens(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token-level outputs O (n, s, c) of the convex map at blocks Z (G, p, q)."""
+        raise NotImplementedError
+
+    def pooled(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean-pooled outputs (1/s) 1ᵀ O, shape (n, c); heads override with a cheaper form."""
+        return self.tokens(Z, data).mean(1)
+
+    def network_tokens(self, W1: torch.Tensor, W2: torch.Tensor,
+                       data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token-level outputs (n, s, c) of the network with heads W1 (G, r, *w1_shape),
+        W2 (G, r, *w2_shape)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- weight maps
+    def vec_w1(self, W1: torch.Tensor) -> torch.Tensor:
+        """(..., *w1_shape) → (..., p), row-major unless a head says otherwise."""
+        return W1.reshape(*W1.shape[: W1.ndim - len(self.w1_shape)], -1)
+
+    def unvec_w1(self, u: torch.Tensor) -> torch.Tensor:
+        return u.reshape(*u.shape[:-1], *self.w1_shape)
+
+    def vec_w2(self, W2: torch.Tensor) -> torch.Tensor:
+        return W2.reshape(*W2.shape[: W2.ndim - len(self.w2_shape)], -1)
+
+    def unvec_w2(self, v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(*v.shape[:-1], *self.w2_shape)
+
+    def blocks_from_heads(self, W1: torch.Tensor, W2: torch.Tensor) -> torch.Tensor:
+        """Z_g = Σ_r vec(W1_{g,r}) vec(W2_{g,r})ᵀ, shape (G, p, q)."""
+        U = self.vec_w1(W1)  # (G, r, p)
+        V = self.vec_w2(W2)  # (G, r, q)
+        return U.transpose(1, 2) @ V
+
+    def heads_from_blocks(self, Z: torch.Tensor, heads_per_block: int | None = None,
+                          rtol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced split Z_g = Σ_r (u_r √σ_r)(v_r √σ_r)ᵀ from the SVD of each block.
+
+        Singular values below ``rtol`` · max σ are dropped; every block gets the same number of
+        heads (the largest rank, or ``heads_per_block``), padded with zero heads. Then
+        ½ Σ (‖W1‖² + ‖W2‖²) = Σ_g ‖Z_g‖_* (SPEC.md §1).
+        """
+        U, S, Vh = torch.linalg.svd(Z, full_matrices=False)  # (G,p,k) (G,k) (G,k,q)
+        keep = S > rtol * S.max().clamp_min(torch.finfo(S.dtype).tiny)  # (G, k)
+        rank = int(keep.sum(1).max()) if keep.any() else 0
+        r = max(rank, 1) if heads_per_block is None else int(heads_per_block)
+        if r < rank:
+            raise ValueError(f"heads_per_block: expected at least the largest block rank "
+                             f"{rank}, got {r}")
+        root = (S.sqrt() * keep)[:, :r]  # (G, r')
+        u = (U[:, :, :r] * root[:, None, :]).transpose(1, 2)  # (G, r', p)
+        v = Vh[:, :r, :] * root[:, :, None]  # (G, r', q)
+        pad = r - u.shape[1]
+        if pad > 0:
+            u = torch.cat([u, u.new_zeros(u.shape[0], pad, u.shape[2])], 1)
+            v = torch.cat([v, v.new_zeros(v.shape[0], pad, v.shape[2])], 1)
+        return self.unvec_w1(u), self.unvec_w2(v)
+
+    def network(self, heads_per_block: int, fit_intercept: bool = True, pooled: bool = True,
+                seed: int = 0, scale: float = 0.1) -> "HeadNetwork":
+        """The non-convex network with random heads N(0, scale²), ``heads_per_block`` per block."""
+        generator = torch.Generator().manual_seed(seed)
+        G, r = self.n_blocks, int(heads_per_block)
+        W1 = scale * torch.randn((G, r, *self.w1_shape), generator=generator, dtype=torch.float64)
+        W2 = scale * torch.randn((G, r, *self.w2_shape), generator=generator, dtype=torch.float64)
+        intercept = torch.zeros(self.c, dtype=torch.float64) if fit_intercept else None
+        return HeadNetwork(self, W1, W2, intercept, pooled)
+
+    # ----------------------------------------------------------------- misc
+    def __repr__(self) -> str:
+        args = [f"activation={self.activation!r}"] + self._repr_args()
+        if self.gated:
+            args += [f"n_gates={self.n_gates}", f"seed={self.seed}"]
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def _repr_args(self) -> list[str]:
+        return []
+
+
+class HeadNetwork(nn.Module):
+    """The ordinary network of a head: outputs Σ_heads (bilinear in W1, W2) + intercept.
+
+    ``forward(X)`` returns pooled logits (n, c) (or token outputs (n, s, c) when
+    ``pooled=False``), including the intercept. ``weight_decay()`` = ½ Σ (‖W1‖² + ‖W2‖²), so
+    the regularized objective is mean loss + β · weight_decay (SPEC.md §1).
+    """
+
+    def __init__(self, head: Head, W1: torch.Tensor, W2: torch.Tensor,
+                 intercept: torch.Tensor | None = None, pooled: bool = True):
+        super().__init__()
+        self.head = head
+        self.pooled = pooled
+        self.W1 = nn.Parameter(W1)  # (G, r, *w1_shape)
+        self.W2 = nn.Parameter(W2)  # (G, r, *w2_shape)
+        self.intercept = None if intercept is None else nn.Parameter(intercept)  # (c,)
+
+    def tokens(self, X: torch.Tensor) -> torch.Tensor:
+        """Token-level outputs without intercept, (n, s, c)."""
+        return self.head.network_tokens(self.W1, self.W2, self.head.lift(X))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        out = self.tokens(X)  # (n, s, c)
+        if self.pooled:
+            out = out.mean(1)  # (n, c)
+        return out if self.intercept is None else out + self.intercept
+
+    def weight_decay(self) -> torch.Tensor:
+        return 0.5 * (self.W1.pow(2).sum() + self.W2.pow(2).sum())
+
+    def blocks(self) -> torch.Tensor:
+        """The convex blocks Z (G, p, q) this network equals."""
+        return self.head.blocks_from_heads(self.W1.detach(), self.W2.detach())

@@ -1,0 +1,202 @@
+"""Fourier Neural Operator heads, SPEC.md §2.4–2.5 (paper eqs. 22–31, Lemma 4.3).
+
+circ(X) ∈ R^{s×sd}, circ(X)[t,(u,k)] = X[t ⊕ u, k], ⊕ adding 2-D grid positions cyclically
+(row-major tokens t = r·w + q on an h×w grid). A product circ(X) w with a kernel w = K ∈ R^{s×d}
+is the 2-D circular cross-correlation (circ(X) w)[t] = Σ_{u,k} X[t⊕u, k] K[u, k]; by the
+correlation theorem its DFT is Σ_k X̂_k · conj(K̂_k), so it costs O(s log s · d) with FFTs and
+circ(X) is never formed.
+
+- FNO, linear: O = circ(X) Z, Z ∈ R^{sd×c}; network Σ_r (circ(X) w1_r) w2_rᵀ.
+- FNO, gated: gates h_j ∈ R^{sd} (shape (m, s, d)), D_j = diag(1{circ(X) h_j ≥ 0});
+  O = Σ_j D_j circ(X) Z_j.
+- BlockFNO ("B-FNO", AFNO-style): B groups of contiguous features and outputs; group b uses
+  X^{(b)} ∈ R^{s×d/B} and blocks Z_b ∈ R^{(sd/B)×(c/B)}; gated: gates (B, m, s, d/B), blocks
+  ordered group-major (index b·m + j). The FNO is the BlockFNO with B = 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Head
+
+__all__ = ["FNO", "BlockFNO"]
+
+
+class BlockFNO(Head):
+    """Block FNO head with ``groups`` = B (paper eqs. 27–31).
+
+    >>> import cvxattn as ca
+    >>> head = ca.heads.BlockFNO(groups=2, grid=(2, 3)).bind(s=6, d=4, c=6)
+    >>> head.n_blocks, head.block_shape   # B blocks of (s·d/B, c/B)
+    (2, (12, 3))
+    """
+
+    name = "bfno"
+    default_n_gates = 5
+
+    def __init__(self, groups: int = 5, grid: tuple[int, int] | None = None,
+                 activation: str = "linear", n_gates: int | None = None, gates=None,
+                 seed: int = 0):
+        super().__init__(activation=activation, n_gates=n_gates, gates=gates, seed=seed)
+        if int(groups) != groups or groups < 1:
+            raise ValueError(f"groups: expected a positive integer, got {groups!r}")
+        if grid is not None:
+            if len(tuple(grid)) != 2 or any(int(g) != g or g < 1 for g in grid):
+                raise ValueError(f"grid: expected (h, w) with positive integers, got {grid!r}")
+            grid = (int(grid[0]), int(grid[1]))
+        self.groups = int(groups)
+        self.grid = grid
+
+    def _check_dims(self):
+        s, d, c = self.dims
+        if self.grid is None:
+            side = math.isqrt(s)
+            if side * side != s:
+                raise ValueError(f"grid: s = {s} tokens is not a square; pass grid=(h, w) "
+                                 "with h·w = s")
+            self.grid = (side, side)
+        h, w = self.grid
+        if h * w != s:
+            raise ValueError(f"grid: expected h·w = s = {s}, got grid {self.grid} "
+                             f"(h·w = {h * w})")
+        B = self.groups
+        if d % B or c % B:
+            raise ValueError(f"groups: expected B to divide d = {d} and c = {c}, got B = {B}")
+
+    def _repr_args(self):
+        return [f"groups={self.groups}", f"grid={self.grid}"]
+
+    # ----------------------------------------------------------------- shapes
+    @property
+    def _J(self) -> int:
+        """Blocks per group: m when gated, 1 when linear."""
+        return self.n_gates if self.gated else 1
+
+    def gate_shape(self):
+        return (self.groups, -1, self.s, self.d // self.groups)
+
+    @property
+    def n_blocks(self):
+        return self.groups * self._J
+
+    @property
+    def block_shape(self):
+        return (self.s * self.d // self.groups, self.c // self.groups)
+
+    @property
+    def w1_shape(self):
+        return (self.s, self.d // self.groups)
+
+    @property
+    def w2_shape(self):
+        return (self.c // self.groups,)
+
+    # ---------------------------------------------------------------- the map
+    def _correlate(self, Xf, K):
+        """Circular cross-correlation of every group with kernels K.
+
+        Xf: rfft2 of the grouped tokens, (n, h, w//2+1, B, d/B) complex.
+        K: kernels (B, J, h, w, d/B, q) real.  Returns (n, B, J, h, w, q):
+        out[n,b,j,t,o] = Σ_{u,k} X^{(b)}[n, t⊕u, k] K[b, j, u, k, o].
+        """
+        h, w = self.grid
+        Kf = torch.fft.rfft2(K, dim=(2, 3))  # (B, J, h, w//2+1, d/B, q)
+        Of = torch.einsum("nxybk,bjxyko->nbjxyo", Xf, Kf.conj())
+        return torch.fft.irfft2(Of, s=(h, w), dim=(3, 4))
+
+    def lift(self, X):
+        n = X.shape[0]
+        h, w = self.grid
+        B = self.groups
+        grouped = X.reshape(n, h, w, B, self.d // B)  # (n, h, w, B, d/B)
+        data = {"X": X, "Xf": torch.fft.rfft2(grouped, dim=(1, 2))}
+        if self.gated:
+            # FNO gates (m, s, d) and BlockFNO gates (B, m, s, d/B) alike
+            kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
+            pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
+            data["mask"] = (pre >= 0).to(X.dtype)
+        return data
+
+    def _ungroup(self, out):
+        """(n, B, h, w, c/B) → (n, s, c) with contiguous output groups."""
+        n = out.shape[0]
+        return out.permute(0, 2, 3, 1, 4).reshape(n, self.s, self.c)
+
+    def tokens(self, Z, data):
+        h, w = self.grid
+        B = self.groups
+        K = Z.reshape(B, self._J, h, w, self.d // B, self.c // B)  # kernels of the blocks
+        C = self._correlate(data["Xf"], K)  # (n, B, J, h, w, c/B)
+        if self.gated:
+            C = C * data["mask"][..., None]
+        return self._ungroup(C.sum(2))
+
+    def pooled(self, Z, data):
+        if self.gated:
+            return super().pooled(Z, data)
+        # Σ_t X[t⊕u] = Σ_t X[t]: under mean pooling only Σ_u of the kernel matters
+        B = self.groups
+        X = data["X"]
+        xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
+        Ksum = Z.reshape(B, self.s, self.d // B, self.c // B).sum(1)  # (B, d/B, c/B)
+        return torch.einsum("nbk,bko->nbo", xbar, Ksum).reshape(X.shape[0], self.c)
+
+    def network_tokens(self, W1, W2, data):
+        h, w = self.grid
+        B, J = self.groups, self._J
+        r = W1.shape[1]
+        kernels = W1.reshape(B, J * r, h, w, self.d // B, 1)  # one kernel per head
+        hidden = self._correlate(data["Xf"], kernels)  # (n, B, J·r, h, w, 1)
+        hidden = hidden.reshape(-1, B, J, r, h, w)
+        if self.gated:
+            hidden = hidden * data["mask"][:, :, :, None]
+        out = torch.einsum("nbjrxy,bjro->nbxyo", hidden, W2.reshape(B, J, r, -1))
+        return self._ungroup(out)
+
+    # ---------------------------------------------- the paper's FFT form (Lemma 4.3)
+    def spectral_weights(self, W1: torch.Tensor) -> torch.Tensor:
+        """Per-frequency weights of the kernels W1 (G, r, s, d/B): conj(DFT₂(W1)),
+        shape (G, r, h, w//2+1, d/B) complex. The kernel map of Lemma 4.3."""
+        h, w = self.grid
+        K = W1.reshape(*W1.shape[:2], h, w, W1.shape[-1])
+        return torch.fft.rfft2(K, dim=(2, 3)).conj()
+
+    def spectral_tokens(self, weights: torch.Tensor, W2: torch.Tensor,
+                        data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The FNO in the paper's form: DFT over tokens, a weight per frequency, inverse DFT,
+        then the channel map W2 (G, r, c/B). ``weights`` as from :meth:`spectral_weights`."""
+        h, w = self.grid
+        B, J = self.groups, self._J
+        r = weights.shape[1]
+        Wf = weights.reshape(B, J * r, h, w // 2 + 1, -1)
+        hidden_f = torch.einsum("nxybk,bjxyk->nbjxy", data["Xf"], Wf)
+        hidden = torch.fft.irfft2(hidden_f, s=(h, w), dim=(3, 4)).reshape(-1, B, J, r, h, w)
+        if self.gated:
+            hidden = hidden * data["mask"][:, :, :, None]
+        out = torch.einsum("nbjrxy,bjro->nbxyo", hidden, W2.reshape(B, J, r, -1))
+        return self._ungroup(out)
+
+
+class FNO(BlockFNO):
+    """FNO head (paper eqs. 22–26): the BlockFNO with a single group.
+
+    >>> import cvxattn as ca
+    >>> ca.heads.FNO(grid=(2, 3)).bind(s=6, d=5, c=3).block_shape   # (s·d, c)
+    (30, 3)
+    """
+
+    name = "fno"
+
+    def __init__(self, grid: tuple[int, int] | None = None, activation: str = "linear",
+                 n_gates: int | None = None, gates=None, seed: int = 0):
+        super().__init__(groups=1, grid=grid, activation=activation, n_gates=n_gates,
+                         gates=gates, seed=seed)
+
+    def gate_shape(self):
+        return (-1, self.s, self.d)
+
+    def _repr_args(self):
+        return [f"grid={self.grid}"]

@@ -1,0 +1,80 @@
+"""MLP-Mixer heads, SPEC.md §2.3 (paper eqs. 17–21).
+
+- linear: network Σ_r W1_r X W2_r, W1 ∈ R^{s×s} (token mixing), W2 ∈ R^{d×c}.
+  Convex block Z ∈ R^{s²×dc}, Z[(a,t),(k,o)] = Σ_r W1_r[a,t] W2_r[k,o] (both row-major);
+  O[a,o] = Σ_{t,k} X[t,k] Z[(a,t),(k,o)].
+- gated: gates H_j ∈ R^{s×s} (shape (m, s, s)), masks D_j = 1{H_j X ≥ 0} ∈ {0,1}^{s×d};
+  network Σ_j Σ_{r∈j} (D_j ⊙ (W1_r X)) W2_r;
+  convex O[a,o] = Σ_j Σ_{t,k} D_j[a,k] X[t,k] Z_j[(a,t),(k,o)].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Head
+
+__all__ = ["Mixer"]
+
+
+class Mixer(Head):
+    """MLP-Mixer head (paper eqs. 17–21).
+
+    >>> import cvxattn as ca
+    >>> ca.heads.Mixer().bind(s=6, d=5, c=3).block_shape   # (s², d·c)
+    (36, 15)
+    """
+
+    name = "mixer"
+    default_n_gates = 5
+
+    def gate_shape(self):
+        return (-1, self.s, self.s)
+
+    @property
+    def block_shape(self):
+        return (self.s * self.s, self.d * self.c)
+
+    @property
+    def w1_shape(self):
+        return (self.s, self.s)
+
+    @property
+    def w2_shape(self):
+        return (self.d, self.c)
+
+    def _grid(self, Z):
+        """Z (G, s², dc) → (G, a, t, k, o)."""
+        return Z.reshape(Z.shape[0], self.s, self.s, self.d, self.c)
+
+    def lift(self, X):
+        data = {"X": X}  # (n, s, d)
+        if self.gated:
+            mixed = torch.einsum("mat,ntk->nmak", self.gates.to(X), X)  # (n, m, s, d)
+            data["mask"] = (mixed >= 0).to(X.dtype)
+        return data
+
+    def tokens(self, Z, data):
+        X = data["X"]
+        n, s, d = X.shape
+        Z5 = self._grid(Z)
+        if not self.gated:
+            Ztk = Z5[0].permute(1, 2, 0, 3).reshape(s * d, s * self.c)  # ((t,k), (a,o))
+            return (X.reshape(n, s * d) @ Ztk).reshape(n, s, self.c)
+        V = torch.einsum("ntk,matko->nmako", X, Z5)  # (n, m, s, d, c)
+        return torch.einsum("nmak,nmako->nao", data["mask"], V)
+
+    def pooled(self, Z, data):
+        if self.gated:
+            return super().pooled(Z, data)
+        X = data["X"]
+        n, s, d = X.shape
+        # token mixing collapses under mean pooling: only the query-mean of Z matters
+        Zbar = self._grid(Z)[0].mean(0).reshape(s * d, self.c)  # ((t,k), o)
+        return X.reshape(n, s * d) @ Zbar
+
+    def network_tokens(self, W1, W2, data):
+        mixed = torch.einsum("grat,ntk->ngrak", W1, data["X"])  # (n, G, r, s, d)
+        if self.gated:
+            mixed = mixed * data["mask"][:, :, None]
+        return torch.einsum("ngrak,grko->nao", mixed, W2)

@@ -1,0 +1,69 @@
+"""Token-wise MLP heads, the baselines of SPEC.md §2.1 (paper eqs. 6 and 8).
+
+- linear: O = X Z, one block Z ∈ R^{d×c}; network Σ_r (X w1_r) w2_rᵀ.
+- gated:  O = Σ_j D_j X Z_j with D_j = diag(1{X h_j ≥ 0}), gates h_j ∈ R^d (shape (m, d));
+  network Σ_j Σ_{r∈j} (D_j X w1_r) w2_rᵀ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Head
+
+__all__ = ["MLP"]
+
+
+class MLP(Head):
+    """Token-wise MLP head (paper eqs. 6, 8).
+
+    >>> import torch, cvxattn as ca
+    >>> head = ca.heads.MLP(activation="gated", n_gates=3).bind(s=6, d=5, c=3)
+    >>> head.n_blocks, head.block_shape
+    (3, (5, 3))
+    """
+
+    name = "mlp"
+    default_n_gates = 100
+
+    def gate_shape(self):
+        return (-1, self.d)
+
+    @property
+    def block_shape(self):
+        return (self.d, self.c)
+
+    @property
+    def w1_shape(self):
+        return (self.d,)
+
+    @property
+    def w2_shape(self):
+        return (self.c,)
+
+    def lift(self, X):
+        data = {"X": X}  # (n, s, d)
+        if self.gated:
+            mask = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
+            data["mask"] = mask
+            # gate-masked token means F_j = (1/s) Σ_t D_j[t] x_t: the pooled map is linear in them
+            data["pooled_features"] = torch.einsum("nsm,nsd->nmd", mask, X) / X.shape[1]
+        return data
+
+    def tokens(self, Z, data):
+        X = data["X"]
+        if not self.gated:
+            return X @ Z[0]  # (n, s, c)
+        XZ = torch.einsum("nsd,mdc->nsmc", X, Z)  # (n, s, m, c)
+        return torch.einsum("nsm,nsmc->nsc", data["mask"], XZ)
+
+    def pooled(self, Z, data):
+        if not self.gated:
+            return data["X"].mean(1) @ Z[0]  # (n, c)
+        return torch.einsum("nmd,mdc->nc", data["pooled_features"], Z)
+
+    def network_tokens(self, W1, W2, data):
+        hidden = torch.einsum("nsd,grd->nsgr", data["X"], W1)  # (n, s, G, r)
+        if self.gated:
+            hidden = hidden * data["mask"][..., None]
+        return torch.einsum("nsgr,grc->nsc", hidden, W2)

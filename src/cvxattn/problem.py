@@ -1,0 +1,185 @@
+"""The convex program of a head on data (SPEC.md §1), validated at the boundary.
+
+    P(Z, b) = (1/n) Σ_i ℓ(p_i(Z) + b, y_i) + β Σ_g ‖Z_g‖_*
+
+p_i(Z) are the head's outputs for sample i: mean-pooled logits (n, c) for cross-entropy and
+pooled squared targets (n, c), token-level outputs (n, s, c) for token-level targets (n, s, c).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+import torch
+
+from .heads.base import Head
+from .losses import Loss, get_loss
+from .regularizers import BlockNuclearNorm
+
+__all__ = ["Problem", "as_tokens"]
+
+
+def as_tokens(X, name: str = "X", dtype=torch.float64, device=None) -> torch.Tensor:
+    """Validate tokens (n, s, d) and convert them once to a torch tensor."""
+    if torch.is_tensor(X):
+        X = X.detach()
+        if X.is_complex() or X.dtype == torch.bool:
+            raise ValueError(f"{name}: expected real numbers, got dtype {X.dtype}")
+    else:
+        X = np.asarray(X)
+        if X.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got dtype {X.dtype}")
+        X = torch.from_numpy(np.ascontiguousarray(X))
+    X = X.to(dtype=dtype, device=device)
+    if X.ndim != 3:
+        raise ValueError(f"{name}: expected a 3-D array (n, s, d) of tokens, got shape "
+                         f"{tuple(X.shape)}")
+    if min(X.shape) == 0:
+        raise ValueError(f"{name}: expected non-empty (n, s, d), got shape {tuple(X.shape)}")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    return X
+
+
+class Problem:
+    """A head, tokens, targets, a loss and β: the convex program to solve.
+
+    Parameters
+    ----------
+    head : a :class:`cvxattn.heads.Head` (bound here to the data's sizes, gates sampled).
+    X : (n, s, d) tokens, NumPy or torch.
+    y : (n,) integer labels in [0, c) for ``loss="cross_entropy"``; (n, c) pooled or
+        (n, s, c) token-level targets for ``loss="squared"``.
+    beta : β > 0, the weight of the block nuclear norm (objective is a mean over samples).
+    fit_intercept : add the unregularized intercept b ∈ R^c.
+    n_classes : c for cross-entropy (default max(y) + 1).
+
+    >>> import numpy as np, cvxattn as ca
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(7, 6, 5)), np.array([0, 1, 2, 0, 1, 2, 0])
+    >>> problem = ca.Problem(ca.heads.MLP(), X, y, beta=0.1)
+    >>> problem.n, problem.s, problem.d, problem.c, problem.head.block_shape
+    (7, 6, 5, 3, (5, 3))
+    """
+
+    def __init__(self, head: Head, X, y, beta: float, loss: str = "cross_entropy",
+                 fit_intercept: bool = True, n_classes: int | None = None,
+                 dtype: torch.dtype = torch.float64, device=None):
+        if not isinstance(head, Head):
+            raise TypeError(f"head: expected a cvxattn.heads.Head, got {type(head).__name__}")
+        if not isinstance(beta, Real) or isinstance(beta, bool) or not math.isfinite(beta) \
+                or beta <= 0:
+            raise ValueError(f"beta: expected a finite number > 0, got {beta!r}")
+        if not isinstance(fit_intercept, (bool, np.bool_)):
+            raise ValueError(f"fit_intercept: expected True or False, got {fit_intercept!r}")
+        self.loss: Loss = get_loss(loss)
+        self.X = as_tokens(X, "X", dtype, device)
+        n, s, d = self.X.shape
+        self.y, c = self._check_targets(y, n, s, n_classes, bool(fit_intercept))
+        self.pooled = self.y.ndim < 3  # token-level targets are (n, s, c)
+        self.beta = float(beta)
+        self.fit_intercept = bool(fit_intercept)
+        self.head = head.bind(s, d, c)
+        self.regularizer = BlockNuclearNorm()
+        self._data = None
+
+    def _check_targets(self, y, n, s, n_classes, fit_intercept):
+        y = y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)
+        if self.loss.name == "cross_entropy":
+            if y.ndim != 1 or len(y) != n:
+                raise ValueError(f"y: expected {n} labels (shape ({n},)) to match X's n, got "
+                                 f"shape {y.shape}")
+            if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not (
+                    np.isfinite(y).all() and (y == np.round(y)).all())):
+                raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
+            y = y.astype(np.int64)
+            c = int(y.max()) + 1 if n_classes is None else int(n_classes)
+            if y.min() < 0 or y.max() >= c:
+                raise ValueError(f"y: expected labels in [0, {c}), got values in "
+                                 f"[{y.min()}, {y.max()}]")
+            counts = np.bincount(y, minlength=c)
+            if fit_intercept and (counts == 0).any():
+                missing = np.flatnonzero(counts == 0).tolist()
+                raise ValueError(f"y: classes {missing} have no sample; with an intercept "
+                                 "their optimum is at -inf (drop them, or relabel)")
+            return torch.from_numpy(y).to(self.X.device), c
+        if y.dtype.kind not in "iuf":
+            raise ValueError(f"y: expected real targets, got dtype {y.dtype}")
+        if y.ndim not in (2, 3) or y.shape[0] != n or (y.ndim == 3 and y.shape[1] != s):
+            raise ValueError(f"y: expected targets of shape ({n}, c) or ({n}, {s}, c), got "
+                             f"shape {y.shape}")
+        if y.shape[-1] == 0:
+            raise ValueError(f"y: expected at least one output, got shape {y.shape}")
+        if not np.isfinite(y).all():
+            raise ValueError("y: expected finite values, got NaN or inf")
+        return torch.from_numpy(np.ascontiguousarray(y)).to(self.X), y.shape[-1]
+
+    # ------------------------------------------------------------- sizes
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def s(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[2]
+
+    @property
+    def c(self) -> int:
+        return self.head.c
+
+    def zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A starting point (Z, b) = (0, 0) with Z of shape (G, p, q)."""
+        Z = self.X.new_zeros((self.head.n_blocks, *self.head.block_shape))
+        return Z, self.X.new_zeros(self.c)
+
+    # ---------------------------------------------------------- the map
+    @property
+    def data(self) -> dict[str, torch.Tensor]:
+        """The head's lifted data of X, computed once."""
+        if self._data is None:
+            self._data = self.head.lift(self.X)
+        return self._data
+
+    def outputs(self, Z: torch.Tensor, data: dict | None = None) -> torch.Tensor:
+        """p(Z) without intercept: (n, c) pooled or (n, s, c) token-level."""
+        data = self.data if data is None else data
+        return self.head.pooled(Z, data) if self.pooled else self.head.tokens(Z, data)
+
+    def loss_value(self, Z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(1/n) Σ_i ℓ(p_i(Z) + b, y_i)."""
+        return self.loss.value(self.outputs(Z) + self._intercept(b), self.y)
+
+    def objective(self, Z: torch.Tensor, b: torch.Tensor) -> float:
+        """P(Z, b) = mean loss + β Σ_g ‖Z_g‖_*."""
+        with torch.no_grad():
+            return float(self.loss_value(Z, b) + self.beta * self.regularizer.value(Z))
+
+    def loss_and_gradient(self, Z: torch.Tensor, b: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean loss f(Z, b) and its gradients (∇_Z f (G, p, q), ∇_b f (c,)).
+
+        ∇_Z f = (1/n) Σ_i A_iᵀ λ_i with λ_i = ∇ℓ(p_i): the adjoint of the head's map, taken by
+        autograd. ∇_b f is zero without an intercept.
+        """
+        Z = Z.detach().requires_grad_(True)
+        b = b.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = self.loss_value(Z, b)
+            grad_Z, grad_b = torch.autograd.grad(value, (Z, b), allow_unused=True)
+        if grad_b is None:
+            grad_b = torch.zeros_like(b)
+        return value.detach(), grad_Z, grad_b
+
+    def _intercept(self, b: torch.Tensor) -> torch.Tensor:
+        return b if self.fit_intercept else torch.zeros_like(b)
+
+    def __repr__(self) -> str:
+        return (f"Problem({self.head!r}, n={self.n}, s={self.s}, d={self.d}, c={self.c}, "
+                f"loss={self.loss.name!r}, beta={self.beta:g}, "
+                f"fit_intercept={self.fit_intercept})")

@@ -1,0 +1,56 @@
+"""Solvers: ``solve(problem, method=...)`` returns a certified :class:`Solution`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..problem import Problem
+from .certificate import Certificate, certify
+from .fista import fista
+from .reference import solve_cvxpy
+from .solution import Checkpoint, ConvergenceWarning, Solution
+
+__all__ = ["solve", "certify", "Certificate", "Solution", "Checkpoint", "ConvergenceWarning",
+           "METHODS"]
+
+METHODS = ("auto", "fista", "cvxpy")
+
+
+def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
+          max_iter: int = 5000, init: "Solution | tuple[torch.Tensor, torch.Tensor] | None" = None,
+          verbose: bool = False) -> Solution:
+    """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
+
+    method: ``"fista"`` (accelerated proximal gradient with the gap as stopping rule),
+    ``"cvxpy"`` (generic conic solver, small problems only: a reference), or ``"auto"``
+    (FISTA). ``init``: a previous Solution or (Z, b) to warm-start FISTA.
+
+    >>> import numpy as np, cvxattn as ca
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(20, 6, 5)), np.arange(20) % 3
+    >>> sol = ca.solve(ca.Problem(ca.heads.SelfAttention(), X, y, beta=0.1), tol=1e-8)
+    >>> sol.status, sol.gap <= 1e-8
+    ('optimal', True)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem: expected a cvxattn.Problem, got {type(problem).__name__}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
+    if method == "cvxpy":
+        return solve_cvxpy(problem, verbose=verbose)
+    if isinstance(init, Solution):
+        init = (init.blocks, init.intercept)
+    if init is not None:
+        Z0, b0 = problem.zeros()
+        if tuple(init[0].shape) != tuple(Z0.shape) or tuple(init[1].shape) != tuple(b0.shape):
+            raise ValueError(f"init: expected blocks {tuple(Z0.shape)} and intercept "
+                             f"{tuple(b0.shape)}, got {tuple(init[0].shape)} and "
+                             f"{tuple(init[1].shape)}")
+        init = (init[0].to(Z0), init[1].to(b0))
+    return fista(problem, tol=tol, max_iter=int(max_iter), init=init, verbose=verbose)
