@@ -66,40 +66,43 @@ class CrossEntropy(Loss):
         return -neg_entropy.mean()
 
     def fit_intercept(self, outputs, targets, start):
-        """Newton's method with backtracking on the c intercepts.
+        """Damped (Levenberg–Marquardt) Newton on the c intercepts, to machine precision.
 
-        The objective is invariant to b → b + t·1 and its Hessian H = mean(diag σ − σσᵀ)
-        is singular along 1; the gradient is orthogonal to 1, so solving
-        (H + 11ᵀ/c) δ = −g gives the Newton step in the orthogonal complement.
+        φ(b) = mean_i logsumexp(p_i + b) − ⟨freq, b⟩ is invariant to b → b + t·1, and its
+        Hessian H = mean(diag σ − σσᵀ) is singular along 1; the gradient mean σ − freq is
+        orthogonal to 1, so (H + 11ᵀ/c + μI) δ = −g gives a step in the orthogonal complement.
+        μ shrinks after a decrease and grows after a failure, which keeps saturated softmaxes
+        (H ≈ 0) safe. At the optimum mean σ = freq, i.e. Σ_i λ_i = 0, as the certificate needs.
         Returns the intercept with Σ_k b_k = 0.
         """
         n, c = outputs.shape
         freq = torch.bincount(targets, minlength=c).to(outputs.dtype) / n  # (c,)
         ones = torch.full((c, c), 1.0 / c, dtype=outputs.dtype, device=outputs.device)
+        eye = torch.eye(c, dtype=outputs.dtype, device=outputs.device)
+        eps = torch.finfo(outputs.dtype).eps
         b = start - start.mean()
 
         def phi(b):
             return torch.logsumexp(outputs + b, dim=1).mean() - freq @ b
 
-        value = phi(b)
-        for _ in range(100):
+        value, mu = phi(b), 1e-12
+        for _ in range(200):
             sigma = torch.softmax(outputs + b, dim=1)  # (n, c)
             grad = sigma.mean(0) - freq  # (c,)
-            if grad.abs().max() <= 1e-15:
+            if grad.abs().max() <= 4 * eps:
                 break
             hess = torch.diag(sigma.mean(0)) - sigma.T @ sigma / n  # (c, c)
-            step = -torch.linalg.solve(hess + ones, grad)
-            decrease = grad @ step
-            t = 1.0
-            while t > 1e-10:
-                candidate = b + t * step
-                new_value = phi(candidate)
-                if new_value <= value + 0.25 * t * decrease:
+            step = -torch.linalg.solve(hess + ones + mu * eye, grad)
+            predicted = float(grad @ step)  # < 0
+            new_value = phi(b + step)
+            # below rounding the values cannot tell; the (tiny) Newton step is then taken
+            at_rounding = -predicted <= 10 * eps * (1.0 + abs(float(value)))
+            if at_rounding or new_value <= value + 1e-4 * predicted:
+                b, value, mu = b + step, new_value, max(mu * 0.1, 1e-15)
+            else:
+                mu *= 10.0
+                if mu > 1e12:
                     break
-                t *= 0.5
-            else:  # no decrease possible at this precision
-                break
-            b, value = candidate, new_value
         return b - b.mean()
 
 

@@ -31,7 +31,8 @@ def as_tokens(X, name: str = "X", dtype=torch.float64, device=None) -> torch.Ten
         X = np.asarray(X)
         if X.dtype.kind not in "fiu":
             raise ValueError(f"{name}: expected real numbers, got dtype {X.dtype}")
-        X = torch.from_numpy(np.ascontiguousarray(X))
+        # np.require copies read-only arrays (memmaps), which torch.from_numpy warns about
+        X = torch.from_numpy(np.require(X, requirements=["C", "W"]))
     X = X.to(dtype=dtype, device=device)
     if X.ndim != 3:
         raise ValueError(f"{name}: expected a 3-D array (n, s, d) of tokens, got shape "
@@ -114,7 +115,7 @@ class Problem:
             raise ValueError(f"y: expected at least one output, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ValueError("y: expected finite values, got NaN or inf")
-        return torch.from_numpy(np.ascontiguousarray(y)).to(self.X), y.shape[-1]
+        return torch.from_numpy(np.require(y, requirements=["C", "W"])).to(self.X), y.shape[-1]
 
     # ------------------------------------------------------------- sizes
     @property
@@ -178,6 +179,10 @@ class Problem:
 
     def _intercept(self, b: torch.Tensor) -> torch.Tensor:
         return b if self.fit_intercept else torch.zeros_like(b)
+
+    def __getstate__(self):
+        # the lifted data is a cache of X: recomputed on demand, never stored
+        return {**self.__dict__, "_data": None}
 
     def __repr__(self) -> str:
         return (f"Problem({self.head!r}, n={self.n}, s={self.s}, d={self.d}, c={self.c}, "

@@ -40,9 +40,10 @@ class Head:
                  seed: int = 0):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-        if activation == "linear" and (gates is not None or n_gates is not None):
-            raise ValueError("gates: a linear head takes no gates (n_gates/gates are for "
-                             "activation='gated')")
+        for name, value in (("n_gates", n_gates), ("gates", gates)):
+            if activation == "linear" and value is not None:
+                raise ValueError(f"{name}: expected None for activation='linear' (gates are for "
+                                 "activation='gated')")
         if n_gates is not None and (int(n_gates) != n_gates or n_gates < 1):
             raise ValueError(f"n_gates: expected a positive integer, got {n_gates!r}")
         self.activation = activation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import torch
 
@@ -38,9 +39,9 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected a cvxattn.Problem, got {type(problem).__name__}")
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+    if not (isinstance(tol, Real) and math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
-    if int(max_iter) != max_iter or max_iter < 1:
+    if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
     if method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)

@@ -1,0 +1,156 @@
+"""Problem validates at the boundary: every bad input is a ValueError naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cvxattn as ca
+from tests.helpers import C, D, GRID, N, S, labels, tokens
+
+
+def make(head=None, X=None, y=None, beta=0.1, **kwargs):
+    head = ca.heads.MLP() if head is None else head
+    X = tokens(0) if X is None else X
+    y = labels(0) if y is None else y
+    return ca.Problem(head, X, y, beta, **kwargs)
+
+
+def test_sizes_and_defaults():
+    problem = make()
+    assert (problem.n, problem.s, problem.d, problem.c) == (N, S, D, C)
+    assert problem.pooled and problem.fit_intercept and problem.loss.name == "cross_entropy"
+    assert problem.X.dtype == torch.float64
+
+
+def test_numpy_float32_and_read_only_input_are_accepted():
+    X = tokens(0).numpy().astype(np.float32)
+    X.setflags(write=False)
+    assert make(X=X).X.dtype == torch.float64
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.zeros((N, S)), "X: expected a 3-D array"),
+    (np.zeros((N, S, D, 1)), "X: expected a 3-D array"),
+    (np.zeros((0, S, D)), "X: expected non-empty"),
+    (np.full((N, S, D), np.nan), "X: expected finite"),
+    (np.full((N, S, D), np.inf), "X: expected finite"),
+    (np.zeros((N, S, D), dtype=complex), "X: expected real"),
+    (np.array([["a"]]), "X: expected real"),
+])
+def test_bad_tokens(X, message):
+    with pytest.raises(ValueError, match=message):
+        make(X=X)
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.zeros(N - 1, dtype=int), r"y: expected 7 labels"),
+    (np.zeros((N, 1), dtype=int), r"y: expected 7 labels"),
+    (np.r_[np.arange(C), -np.ones(N - C, dtype=int)], r"y: expected labels in \[0, "),
+    (np.r_[np.arange(C), np.full(N - C, 0.5)], "y: expected integer class labels"),
+    (np.r_[np.arange(C), np.full(N - C, np.nan)], "y: expected integer class labels"),
+    (np.r_[0, 2, np.full(N - 2, 2)], r"y: classes \[1\] have no sample"),
+])
+def test_bad_labels(y, message):
+    with pytest.raises(ValueError, match=message):
+        make(y=y)
+
+
+def test_n_classes_bounds_the_labels():
+    with pytest.raises(ValueError, match=r"y: expected labels in \[0, 3\)"):
+        make(y=labels(0), n_classes=3)
+    assert make(y=labels(0), n_classes=C + 1, fit_intercept=False).c == C + 1
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.zeros((N - 1, 3)), "y: expected targets of shape"),
+    (np.zeros((N, S + 1, 3)), "y: expected targets of shape"),
+    (np.full((N, 3), np.inf), "y: expected finite"),
+    (np.zeros((N, 0)), "y: expected at least one output"),
+])
+def test_bad_squared_targets(y, message):
+    with pytest.raises(ValueError, match=message):
+        make(y=y, loss="squared")
+
+
+def test_squared_targets_choose_pooled_or_token_level():
+    assert make(y=np.zeros((N, 3)), loss="squared").pooled
+    assert not make(y=np.zeros((N, S, 3)), loss="squared").pooled
+
+
+@pytest.mark.parametrize("beta", [0, -1.0, float("nan"), float("inf"), "0.1", True])
+def test_bad_beta(beta):
+    with pytest.raises(ValueError, match="beta: expected a finite number > 0"):
+        make(beta=beta)
+
+
+def test_bad_loss_intercept_and_head():
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        make(loss="hinge")
+    with pytest.raises(ValueError, match="fit_intercept: expected True or False"):
+        make(fit_intercept="yes")
+    with pytest.raises(TypeError, match="head: expected a cvxattn.heads.Head"):
+        make(head="attention")
+
+
+@pytest.mark.parametrize("head, message", [
+    (ca.heads.MLP(activation="gated", gates=np.zeros((3, D + 1))), r"gates: expected shape \(m, 4\)"),
+    (ca.heads.SelfAttention(activation="gated", gates=np.zeros((3, D, D + 1))), "gates: expected shape"),
+    (ca.heads.Mixer(activation="gated", gates=np.zeros((3, S, S, 1))), "gates: expected shape"),
+    (ca.heads.FNO(grid=GRID, activation="gated", gates=np.zeros((3, S, D - 1))), "gates: expected shape"),
+    (ca.heads.BlockFNO(groups=2, grid=GRID, activation="gated", gates=np.zeros((3, 2, S, D // 2))),
+     r"gates: expected shape \(2, m, 10, 2\)"),
+    (ca.heads.MLP(activation="gated", gates=np.zeros((0, D))), "gates: expected at least one"),
+    (ca.heads.MLP(activation="gated", gates=np.full((2, D), np.nan)), "gates: expected finite"),
+    (ca.heads.FNO(grid=(3, 3)), "grid: expected h·w = s"),
+    (ca.heads.BlockFNO(groups=4, grid=GRID), "groups: expected B to divide"),
+])
+def test_bad_head_configuration(head, message):
+    with pytest.raises(ValueError, match=message):
+        make(head=head)
+
+
+def test_explicit_gates_are_used_as_given():
+    gates = np.random.default_rng(0).normal(size=(3, D, D))
+    problem = make(head=ca.heads.SelfAttention(activation="gated", gates=gates))
+    assert problem.head.n_gates == 3 and problem.head.n_blocks == 3
+    np.testing.assert_array_equal(problem.head.gates.numpy(), gates)
+
+
+def test_sampled_gates_follow_the_seed():
+    a = make(head=ca.heads.MLP(activation="gated", n_gates=4, seed=3)).head.gates
+    b = make(head=ca.heads.MLP(activation="gated", n_gates=4, seed=3)).head.gates
+    c = make(head=ca.heads.MLP(activation="gated", n_gates=4, seed=4)).head.gates
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (4, D)
+
+
+def test_bad_head_arguments():
+    with pytest.raises(ValueError, match="activation: expected one of"):
+        ca.heads.MLP(activation="relu")
+    with pytest.raises(ValueError, match="n_gates: expected None for activation='linear'"):
+        ca.heads.SelfAttention(n_gates=3)
+    with pytest.raises(ValueError, match="gates: expected None for activation='linear'"):
+        ca.heads.Mixer(gates=np.zeros((1, S, S)))
+    with pytest.raises(ValueError, match="n_gates: expected a positive integer"):
+        ca.heads.MLP(activation="gated", n_gates=0)
+
+
+def test_bad_solver_arguments():
+    problem = make()
+    with pytest.raises(ValueError, match="method: expected one of"):
+        ca.solve(problem, method="sgd")
+    with pytest.raises(ValueError, match="tol: expected a finite number > 0"):
+        ca.solve(problem, tol=0)
+    with pytest.raises(ValueError, match="max_iter: expected a positive integer"):
+        ca.solve(problem, max_iter=None)
+    with pytest.raises(TypeError, match="problem: expected a cvxattn.Problem"):
+        ca.solve("problem")
+    with pytest.raises(ValueError, match="init: expected blocks"):
+        ca.solve(problem, init=(torch.zeros(2, 2, 2), torch.zeros(C)))
+
+
+def test_decision_function_checks_token_shape():
+    sol = ca.solve(make(), tol=1e-6)
+    with pytest.raises(ValueError, match="X: expected tokens of shape"):
+        sol.decision_function(np.zeros((2, S + 1, D)))
