@@ -81,10 +81,13 @@ def test_network_output_equals_convex_output_at_mapped_weights(head):
                                    rtol=0)
 
 
-def test_pooled_map_equals_mean_of_token_outputs(head):
+@pytest.mark.parametrize("design", [True, False], ids=["design", "matrix-free"])
+def test_pooled_map_equals_mean_of_token_outputs(head, design):
+    """Both routes of the pooled map: through the pooled design Φ and matrix-free."""
     h = bound(head)
     X, Z = tokens(4), random_blocks(h, seed=4)
-    data = h.lift(X)
+    data = h.lift(X, design=design)
+    assert ("design" in data) == (design and h.gated)
     torch.testing.assert_close(h.pooled(Z, data), h.tokens(Z, data).mean(1), atol=ATOL, rtol=0)
 
 

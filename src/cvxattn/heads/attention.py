@@ -61,7 +61,7 @@ class SelfAttention(Head):
         """Z (G, d², dc) → Z4 (G, k, i, l, o)."""
         return Z.reshape(Z.shape[0], self.d, self.d, self.d, self.c)
 
-    def lift(self, X):
+    def lift(self, X, design=None):
         n, s, d = X.shape
         data = {"X": X}
         if self.gated:
@@ -70,7 +70,13 @@ class SelfAttention(Head):
             mask = (scores >= 0).to(X.dtype)
             data["mask"] = mask
             # key-side sums of the masked queries: Q_j[t] = Σ_a M_j[a,t] x_a (pooled map)
-            data["key_queries"] = torch.einsum("nmat,nai->nmti", mask, X)  # (n, m, s, d)
+            queries = torch.einsum("nmat,nai->nmti", mask, X)  # (n, m, s, d)
+            if self._wants_design(design, n, self.n_gates * d ** 3):
+                # Φ_j[(k,i,l)] = (1/s²) Σ_t x_t[k] Q_j[t,i] x_t[l]: p = Σ_j Φ_j Z_j.reshape(d³, c)
+                design = torch.einsum("ntk,nmti,ntl->nmkil", X, queries, X) / (s * s)
+                data["design"] = design.reshape(n, self.n_gates, d ** 3)
+            else:
+                data["key_queries"] = queries
         else:
             data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
         return data
@@ -103,6 +109,8 @@ class SelfAttention(Head):
         if not self.gated:
             T = self._weighted_models(Z, data["gram"])  # (n, d, c)
             return torch.einsum("ni,nio->no", X.mean(1), T)
+        if "design" in data:
+            return super().pooled(Z, data)
         s = X.shape[1]
         Y = self._token_products(Z, X)  # (n, m, s, d, c)
         return torch.einsum("nmti,nmtio->no", data["key_queries"], Y) / (s * s)

@@ -10,6 +10,9 @@ vec(W1_r) vec(W2_r)ᵀ to Z_g. Solvers, certificates and reports only use this s
 - ``lift(X)``: the per-sample data the map needs (masks, Gram matrices, FFTs), computed once;
 - ``tokens(Z, data)`` (n, s, c) and ``pooled(Z, data)`` (n, c) = mean over tokens: the convex
   map, matrix-free; its adjoint comes from autograd;
+- the pooled map is linear in a per-block *pooled design* Φ (n, G, P): p_i = Σ_g Φ_{i,g}
+  Z_g.reshape(P, q·p/P). Gated heads build Φ in ``lift`` when it fits ``DESIGN_BUDGET``
+  (it turns each iteration into one batched product); otherwise they stay matrix-free;
 - ``network_tokens(W1, W2, data)``: the same outputs computed the way the network does;
 - ``blocks_from_heads`` / ``heads_from_blocks``: the exact weight maps both ways;
 - ``network(heads_per_block)``: a :class:`HeadNetwork` (``torch.nn.Module``).
@@ -28,6 +31,9 @@ from .gates import check_gates, sample_gates
 __all__ = ["Head", "HeadNetwork"]
 
 ACTIVATIONS = ("linear", "gated")
+
+# Largest pooled design Φ (elements, all samples) that ``lift`` builds: 512 MB in float64.
+DESIGN_BUDGET = 2**26
 
 
 class Head:
@@ -115,16 +121,30 @@ class Head:
     def w2_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def lift(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample data of the map (every entry has leading axis n); X is (n, s, d)."""
+    def lift(self, X: torch.Tensor, design: bool | None = None) -> dict[str, torch.Tensor]:
+        """Per-sample data of the map (every entry has leading axis n); X is (n, s, d).
+
+        ``design``: build the pooled design Φ (True), don't (False), or decide by
+        ``DESIGN_BUDGET`` (None).
+        """
         raise NotImplementedError
+
+    @staticmethod
+    def _wants_design(design: bool | None, n: int, per_sample: int) -> bool:
+        return n * per_sample <= DESIGN_BUDGET if design is None else design
 
     def tokens(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token-level outputs O (n, s, c) of the convex map at blocks Z (G, p, q)."""
         raise NotImplementedError
 
     def pooled(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean-pooled outputs (1/s) 1ᵀ O, shape (n, c); heads override with a cheaper form."""
+        """Mean-pooled outputs (1/s) 1ᵀ O, shape (n, c): through the pooled design Φ when
+        ``lift`` built one, else the mean of the token outputs (heads override with cheaper
+        forms)."""
+        if "design" in data:
+            n, G, P = data["design"].shape
+            # Σ_g Φ_g Z_g is one product over the stacked (g, p) axis
+            return data["design"].reshape(n, G * P) @ Z.reshape(G * P, -1)  # (n, c)
         return self.tokens(Z, data).mean(1)
 
     def network_tokens(self, W1: torch.Tensor, W2: torch.Tensor,
@@ -217,7 +237,7 @@ class HeadNetwork(nn.Module):
 
     def tokens(self, X: torch.Tensor) -> torch.Tensor:
         """Token-level outputs without intercept, (n, s, c)."""
-        return self.head.network_tokens(self.W1, self.W2, self.head.lift(X))
+        return self.head.network_tokens(self.W1, self.W2, self.head.lift(X, design=False))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         out = self.tokens(X)  # (n, s, c)

@@ -107,7 +107,7 @@ class BlockFNO(Head):
         Of = torch.einsum("nxybk,bjxyko->nbjxyo", Xf, Kf.conj())
         return torch.fft.irfft2(Of, s=(h, w), dim=(3, 4))
 
-    def lift(self, X):
+    def lift(self, X, design=None):
         n = X.shape[0]
         h, w = self.grid
         B = self.groups
@@ -118,6 +118,13 @@ class BlockFNO(Head):
             kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
             pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
             data["mask"] = (pre >= 0).to(X.dtype)
+            if self._wants_design(design, n, self.n_blocks * self.s * self.d // B):
+                # Φ_{b,j}[(u,k)] = (1/s) Σ_t D_{b,j}[t] X^{(b)}[t⊕u, k]: a correlation of the
+                # tokens with the sample's own mask, by FFT; p_b = Σ_j Φ_{b,j} Z_{b,j}
+                Df = torch.fft.rfft2(data["mask"], dim=(3, 4))  # (n, B, m, h, w//2+1)
+                Of = torch.einsum("nxybk,nbjxy->nbjxyk", data["Xf"], Df.conj())
+                design = torch.fft.irfft2(Of, s=(h, w), dim=(3, 4)) / self.s
+                data["design"] = design.reshape(n, B, self._J, -1)  # (n, B, m, s·d/B)
         return data
 
     def _ungroup(self, out):
@@ -135,6 +142,10 @@ class BlockFNO(Head):
         return self._ungroup(C.sum(2))
 
     def pooled(self, Z, data):
+        if "design" in data:
+            design = data["design"]  # (n, B, m, s·d/B)
+            K = Z.reshape(self.groups, self._J, design.shape[3], -1)  # (B, m, s·d/B, c/B)
+            return torch.einsum("nbjp,bjpo->nbo", design, K).reshape(design.shape[0], self.c)
         if self.gated:
             return super().pooled(Z, data)
         # Σ_t X[t⊕u] = Σ_t X[t]: under mean pooling only Σ_u of the kernel matters

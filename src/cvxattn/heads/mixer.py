@@ -47,11 +47,16 @@ class Mixer(Head):
         """Z (G, s², dc) → (G, a, t, k, o)."""
         return Z.reshape(Z.shape[0], self.s, self.s, self.d, self.c)
 
-    def lift(self, X):
+    def lift(self, X, design=None):
+        n, s, d = X.shape
         data = {"X": X}  # (n, s, d)
         if self.gated:
             mixed = torch.einsum("mat,ntk->nmak", self.gates.to(X), X)  # (n, m, s, d)
             data["mask"] = (mixed >= 0).to(X.dtype)
+            if self._wants_design(design, n, self.n_gates * s * s * d):
+                # Φ_j[(a,t,k)] = D_j[a,k] X[t,k] / s: p = Σ_j Φ_j Z_j.reshape(s²d, c)
+                design = torch.einsum("nmak,ntk->nmatk", data["mask"], X) / s
+                data["design"] = design.reshape(n, self.n_gates, s * s * d)
         return data
 
     def tokens(self, Z, data):
@@ -66,7 +71,7 @@ class Mixer(Head):
 
     def pooled(self, Z, data):
         if self.gated:
-            return super().pooled(Z, data)
+            return super().pooled(Z, data)  # the design Φ, or the mean of the tokens
         X = data["X"]
         n, s, d = X.shape
         # token mixing collapses under mean pooling: only the query-mean of Z matters

@@ -41,13 +41,14 @@ class MLP(Head):
     def w2_shape(self):
         return (self.c,)
 
-    def lift(self, X):
+    def lift(self, X, design=None):
         data = {"X": X}  # (n, s, d)
         if self.gated:
             mask = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
             data["mask"] = mask
-            # gate-masked token means F_j = (1/s) Σ_t D_j[t] x_t: the pooled map is linear in them
-            data["pooled_features"] = torch.einsum("nsm,nsd->nmd", mask, X) / X.shape[1]
+            if self._wants_design(design, X.shape[0], self.n_gates * self.d):
+                # gate-masked token means Φ_j = (1/s) Σ_t D_j[t] x_t
+                data["design"] = torch.einsum("nsm,nsd->nmd", mask, X) / X.shape[1]
         return data
 
     def tokens(self, Z, data):
@@ -60,7 +61,7 @@ class MLP(Head):
     def pooled(self, Z, data):
         if not self.gated:
             return data["X"].mean(1) @ Z[0]  # (n, c)
-        return torch.einsum("nmd,mdc->nc", data["pooled_features"], Z)
+        return super().pooled(Z, data)
 
     def network_tokens(self, W1, W2, data):
         hidden = torch.einsum("nsd,grd->nsgr", data["X"], W1)  # (n, s, G, r)
