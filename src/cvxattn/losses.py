@@ -36,6 +36,12 @@ class Loss:
         """argmin_b (1/n) Σ_i ℓ(p_i + b, y_i) for outputs without intercept; shape (c,)."""
         raise NotImplementedError
 
+    def domain_step(self, duals: torch.Tensor, direction: torch.Tensor,
+                    targets: torch.Tensor) -> float:
+        """The largest t ∈ [0, 1] with duals + t · direction in the domain of ℓ*
+        (``duals`` is in it)."""
+        return 1.0
+
 
 class CrossEntropy(Loss):
     """Softmax cross-entropy ℓ(p, y) = logsumexp(p) − p_y on pooled logits p ∈ R^c.
@@ -64,6 +70,15 @@ class CrossEntropy(Loss):
         q = q.clamp_min(0.0)
         neg_entropy = torch.special.xlogy(q, q).sum(dim=1)  # (n,)
         return -neg_entropy.mean()
+
+    def domain_step(self, duals, direction, targets):
+        # q = λ + e_y must stay ≥ 0 (its rows keep summing to 1 along any direction Σ_k = 0)
+        q = duals.clone()
+        q[torch.arange(len(targets)), targets] += 1.0
+        shrinking = direction < 0
+        if not shrinking.any():
+            return 1.0
+        return min(1.0, float((q[shrinking].clamp_min(0.0) / -direction[shrinking]).min()))
 
     def fit_intercept(self, outputs, targets, start):
         """Damped (Levenberg–Marquardt) Newton on the c intercepts, to machine precision.

@@ -36,8 +36,9 @@ class Solution:
     """A solved :class:`~cvxattn.Problem`.
 
     ``objective`` P(Z, b) of the returned point, ``lower_bound`` a certified D ≤ P*, ``gap`` =
-    (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is ``"optimal"`` (gap ≤ tol) or ``"max_iter"``
-    (the run stopped first: raise ``max_iter``, loosen ``tol`` or increase β).
+    (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is ``"optimal"`` (gap ≤ tol), ``"max_iter"``
+    (the run stopped first: raise ``max_iter``, loosen ``tol`` or increase β) or
+    ``"stalled"`` (the bounds stopped moving at the floating-point limit: loosen ``tol``).
     """
 
     problem: Problem = field(repr=False)

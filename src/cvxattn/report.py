@@ -1,0 +1,170 @@
+"""Result tables: rows of plain dicts → an aligned Markdown table, and atomic JSON/Markdown files.
+
+A results table is a list of row dicts (one per fitted model) and a list of :class:`Column` s
+saying which keys to show, under which title and in which format. The same rows are written
+unformatted to JSON, so nothing printed is lost; a missing value (``None``, or a key the row
+lacks) prints as ``—``, never as a made-up number.
+
+>>> rows = [{"head": "mlp", "acc": 0.5, "gap": 3.2e-07}, {"head": "attention", "acc": 0.75}]
+>>> print(format_table(rows, [Column("head"), Column("acc", "test acc", ".3f"),
+...                           Column("gap", fmt=".1e")]))
+| head      | test acc |     gap |
+| :-------- | -------: | ------: |
+| mlp       |    0.500 | 3.2e-07 |
+| attention |    0.750 |       — |
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Column", "format_table", "write_atomic", "write_json", "environment",
+           "to_jsonable", "MISSING"]
+
+MISSING = "—"  # how a value that was not computed prints
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: the row key, its title (default: the key) and its format.
+
+    ``fmt`` is a format spec for :func:`format` (``".4f"``, ``".1e"``, ``"d"``) or a callable
+    value → str; ``align`` is ``"left"`` or ``"right"`` (default: right when every shown value
+    is a number, left otherwise).
+    """
+
+    key: str
+    title: str | None = None
+    fmt: str | Callable[[Any], str] | None = None
+    align: str | None = None
+
+    def __post_init__(self):
+        if self.align not in (None, "left", "right"):
+            raise ValueError(f"align: expected 'left', 'right' or None, got {self.align!r}")
+
+    @property
+    def heading(self) -> str:
+        return self.key if self.title is None else self.title
+
+    def render(self, value: Any) -> str:
+        if value is None:
+            return MISSING
+        if callable(self.fmt):
+            return str(self.fmt(value))
+        if self.fmt is not None and _is_number(value):
+            return format(value, self.fmt)
+        return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _escape(cell: str) -> str:
+    return cell.replace("|", r"\|").replace("\n", " ")
+
+
+def format_table(rows: Sequence[Mapping[str, Any]],
+                 columns: Sequence[Column | str] | None = None) -> str:
+    """A Markdown table of ``rows`` with every column padded to one width.
+
+    ``columns``: :class:`Column` s or plain keys; default, every key of the rows in order of
+    first appearance. Numbers are right-aligned (``---:``), text left-aligned (``:---``).
+    """
+    if columns is None:
+        keys: dict[str, None] = {}
+        for row in rows:
+            keys.update(dict.fromkeys(row))
+        columns = list(keys)
+    cols = [c if isinstance(c, Column) else Column(str(c)) for c in columns]
+    if not cols:
+        raise ValueError("columns: expected at least one column, got none")
+    cells = [[_escape(col.render(row.get(col.key))) for col in cols] for row in rows]
+    right = []
+    for j, col in enumerate(cols):
+        if col.align is not None:
+            right.append(col.align == "right")
+            continue
+        shown = [row.get(col.key) for row in rows if row.get(col.key) is not None]
+        right.append(bool(shown) and all(_is_number(v) for v in shown))
+    headings = [_escape(col.heading) for col in cols]
+    widths = [max([len(headings[j]), 3] + [len(r[j]) for r in cells]) for j in range(len(cols))]
+
+    def line(parts: list[str]) -> str:
+        padded = [p.rjust(w) if r else p.ljust(w) for p, w, r in zip(parts, widths, right)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if r else (":" + "-" * (w - 1))
+                             for w, r in zip(widths, right)) + " |"
+    return "\n".join([line(headings), rule] + [line(r) for r in cells])
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values: tuples → lists, paths → str, NaN/±inf → "nan"/"inf"/"-inf"
+    (strict JSON has no such numbers), other objects → str."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then
+    ``os.replace`` (a reader sees the old file or the new one, never half of one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as strict, indented JSON, atomically."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, ensure_ascii=False)
+    return write_atomic(path, text + "\n")
+
+
+def environment(command: str | None = None,
+                packages: Sequence[str] = ("cvxattn", "torch", "numpy", "scikit-learn")
+                ) -> dict[str, Any]:
+    """What produced a result: UTC date, command line (default: ``sys.argv``), Python,
+    platform and package versions."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else shlex.join(sys.argv),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
