@@ -130,3 +130,11 @@ def test_random_network_has_the_requested_heads(head):
 def test_unbound_head_says_how_to_bind():
     with pytest.raises(RuntimeError, match="bind"):
         ca.heads.MLP().block_shape
+
+
+def test_design_product_gradients_match_autograd():
+    from cvxattn.heads.base import _DesignProduct
+
+    design = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_DesignProduct.apply, (design, weights))

@@ -1,0 +1,6 @@
+"""``python -m cvxattn``: the same as the ``cvxattn`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The ``cvxattn`` command (src/cvxattn/cli.py) and the table/report helpers it uses."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cvxattn import cli, report
+from cvxattn.digits import DEFAULT_GATES, DigitsConfig
+from cvxattn.report import Column
+
+TOL = 1e-6
+
+
+def run_main(argv):
+    """(exit status, stdout, stderr) of ``cli.main(argv)``; SystemExit becomes its code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def parse_table(text):
+    """The rows of the first Markdown table in ``text`` as dicts keyed by the headings."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    header, rule, body = cells[0], cells[1], cells[2:]
+    assert all(set(c) <= set(":-") for c in rule)
+    return [dict(zip(header, row)) for row in body]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("digits")
+    argv = ["digits", "--n-train", "120", "--n-test", "60", "--tol", str(TOL),
+            "--out", str(out_dir)]
+    code, stdout, stderr = run_main(argv)
+    return code, stdout, stderr, out_dir
+
+
+def test_digits_prints_ten_certified_rows_and_the_baseline(small_run):
+    code, stdout, stderr, _ = small_run
+    assert code == 0, stderr
+    rows = parse_table(stdout)
+    heads = [r for r in rows if r["head"] != "logistic"]
+    assert len(heads) == 10 and len(rows) == 11
+    assert {(r["head"], r["activation"]) for r in heads} == {
+        (h, a) for h in ("mlp", "attention", "mixer", "fno", "bfno")
+        for a in ("linear", "gated")}
+    for r in heads:
+        assert float(r["rel. gap"]) <= TOL and r["status"] == "optimal"
+        assert 0 <= float(r["test acc %"]) <= 100 and int(r["heads (rank)"]) >= 1
+        assert float(r["objective"]) > 0 and float(r["fit s"]) >= 0
+    baseline = rows[-1]
+    assert baseline["rel. gap"] == report.MISSING and baseline["objective"] == report.MISSING
+    assert "120 train / 60 test images; total wall time" in stdout
+    assert "[10/10] bfno gated" in stderr  # progress goes to stderr
+
+
+def test_digits_out_writes_valid_json_and_markdown(small_run):
+    code, stdout, _, out_dir = small_run
+    assert code == 0
+    assert sorted(os.listdir(out_dir)) == ["digits.json", "digits.md"]  # no temp files left
+
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    doc = json.loads((out_dir / "digits.json").read_text(), parse_constant=no_constants)
+    manifest = doc["manifest"]
+    assert manifest["command"].startswith("cvxattn digits --n-train 120 --n-test 60")
+    assert {"cvxattn", "torch", "numpy", "scikit-learn"} <= set(manifest["versions"])
+    assert manifest["date"][:4].isdigit() and "T" in manifest["date"]
+    assert doc["config"]["n_train"] == 120 and doc["config"]["tol"] == TOL
+    assert doc["n_train"] == 120 and doc["n_test"] == 60 and doc["total_seconds"] > 0
+    printed = parse_table(stdout)
+    assert len(doc["rows"]) == len(printed) == 11
+    for row, shown in zip(doc["rows"], printed):
+        assert row["head"] == shown["head"]
+        if row["gap"] is not None:
+            assert row["gap"] <= TOL and f"{row['gap']:.2e}" == shown["rel. gap"]
+            assert row["lower_bound"] <= row["objective"]
+    markdown = (out_dir / "digits.md").read_text()
+    assert parse_table(markdown) == printed
+    assert "cvxattn digits --n-train 120" in markdown and "torch" in markdown
+
+
+def test_help_is_complete_and_exits_zero():
+    code, stdout, _ = run_main(["digits", "--help"])
+    assert code == 0
+    for f in dataclasses.fields(DigitsConfig):
+        assert "--" + f.name.replace("_", "-") in stdout
+    assert "(default: 1e-06)" in stdout and "--no-baseline" in stdout
+    code, stdout, _ = run_main(["--help"])
+    assert code == 0 and "digits" in stdout
+    code, stdout, _ = run_main(["--version"])
+    assert code == 0 and stdout.startswith("cvxattn ")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--beta", "-1"], "argument --beta: expected finite numbers > 0"),
+    (["--beta", "nan"], "argument --beta: expected finite numbers > 0"),
+    (["--heads", "mlp", "vit"], "argument --heads: invalid choice: 'vit'"),
+    (["--activations", "relu"], "argument --activations: invalid choice: 'relu'"),
+    (["--tol", "abc"], "argument --tol: invalid float value: 'abc'"),
+    (["--n-gates", "mlp"], "argument --n-gates: expected KEY=VALUE, got 'mlp'"),
+    (["--n-gates", "vit=3"], "argument --n-gates: expected HEAD=M"),
+    (["--n-gates", "mlp=x"], "argument --n-gates: expected KEY=VALUE with an integer VALUE"),
+    (["--bfno-groups", "3"], "argument --bfno-groups: expected B dividing"),
+    (["--n-train", "5"], "argument --n-train: expected an integer ≥ 10"),
+    (["--n-train", "5000"], "argument --n-train: expected at most 1347"),
+    (["--threads", "0"], "argument --threads: expected a positive integer"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_arguments_exit_2_with_a_one_line_error(argv, message):
+    code, stdout, stderr = run_main(["digits", *argv])
+    assert code == 2 and stdout == ""
+    assert message in stderr
+    assert stderr.startswith("usage: cvxattn")
+
+
+def test_out_must_be_a_directory(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("")
+    code, _, stderr = run_main(["digits", "--out", str(target)])
+    assert code == 2 and "argument --out: expected a directory, got the file" in stderr
+
+
+def test_ctrl_c_prints_the_rows_done_so_far(monkeypatch, tmp_path):
+    from cvxattn import digits
+
+    fit_head = digits.fit_head
+    calls = []
+
+    def interrupted_on_the_second_fit(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit_head(*args)
+
+    monkeypatch.setattr(digits, "fit_head", interrupted_on_the_second_fit)
+    code, stdout, _ = run_main(["digits", "--heads", "mlp", "--n-train", "60", "--n-test",
+                                "30", "--out", str(tmp_path)])
+    assert code == 130
+    assert [r["activation"] for r in parse_table(stdout)] == ["linear"]
+    assert "interrupted: 1 of the requested fits are done." in stdout
+    assert json.loads((tmp_path / "digits.json").read_text())["interrupted"] is True
+
+
+def test_a_command_is_required():
+    code, _, stderr = run_main([])
+    assert code == 2 and "required: COMMAND" in stderr
+
+
+def test_options_are_derived_from_the_config_dataclass():
+    parser = cli.build_parser()
+    args = parser.parse_args(["digits", "--heads", "mixer", "fno", "--beta", "1e-2", "1e-3",
+                              "--n-gates", "attention=3", "--no-baseline", "--out", "x"])
+    config = cli.config_from_args(DigitsConfig, args)
+    assert config == DigitsConfig(heads=("mixer", "fno"), beta=(1e-2, 1e-3),
+                                  n_gates={**DEFAULT_GATES, "attention": 3}, baseline=False,
+                                  out="x")
+    untouched = cli.config_from_args(DigitsConfig, parser.parse_args(["digits"]))
+    assert untouched == DigitsConfig()
+
+
+def test_python_dash_m_runs_the_command():
+    result = subprocess.run([sys.executable, "-m", "cvxattn", "digits", "--help"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "usage: cvxattn digits" in result.stdout
+
+
+# ------------------------------------------------------------------------ report
+def test_format_table_aligns_columns_and_marks_missing_values():
+    rows = [{"name": "a", "x": 1.5, "n": 3}, {"name": "longer|name", "x": None, "n": 12}]
+    text = report.format_table(rows, [Column("name"), Column("x", "x value", ".2f"), "n"])
+    lines = text.splitlines()
+    assert len({len(line) for line in lines}) == 1  # every line padded to one width
+    assert lines[0] == "| name         | x value |   n |"
+    assert lines[1] == "| :----------- | ------: | --: |"
+    assert lines[2] == "| a            |    1.50 |   3 |"
+    assert lines[3] == r"| longer\|name |       — |  12 |"
+    assert report.format_table(rows).splitlines()[0] == "| name         |   x |   n |"
+
+
+def test_json_is_strict_and_files_are_replaced_atomically(tmp_path):
+    path = report.write_json(tmp_path / "sub" / "r.json",
+                             {"a": (1, 2), "b": math.inf, "c": math.nan, "p": tmp_path})
+    assert json.loads(path.read_text()) == {"a": [1, 2], "b": "inf", "c": "nan",
+                                            "p": str(tmp_path)}
+    report.write_atomic(path, "second")
+    assert path.read_text() == "second" and os.listdir(path.parent) == ["r.json"]
