@@ -108,17 +108,6 @@ def test_config_normalizes_and_merges_gates():
     assert not config.selects_beta and DigitsConfig(beta=(1e-2, 1e-3)).selects_beta
 
 
-def test_make_head_builds_every_registry_head_on_the_digits_grid():
-    for name in ca.heads.REGISTRY:
-        for activation in digits.ACTIVATIONS:
-            head = digits.make_head(name, activation, 3, seed=0, grid=(4, 4), groups=2)
-            assert isinstance(head, ca.heads.REGISTRY[name])
-            bound = head.bind(16, 4, 10)
-            assert bound.n_blocks == (1 if activation == "linear" else 3) * (
-                2 if name == "bfno" else 1)
-    assert digits.make_head("fno", "linear", 1, 0, (4, 4), 2).grid == (4, 4)
-
-
 # -------------------------------------------------------------------- experiment
 def test_run_picks_beta_on_validation_with_a_warm_started_path():
     config = DigitsConfig(heads=("mlp", "fno"), activations=("linear",),

@@ -16,7 +16,6 @@ from the path — the paper's protocol (SPEC.md §6).
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import warnings
@@ -28,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .heads import REGISTRY, Head
+from .heads import REGISTRY, create
 from .problem import Problem
 from .report import Column
 from .solvers import ConvergenceWarning, Solution, solve
 
 __all__ = ["DigitsConfig", "DigitsData", "patch_tokens", "load_digits_tokens",
-           "stratified_subset", "split_digits", "prepare", "make_head", "fit_head",
+           "stratified_subset", "split_digits", "prepare", "fit_head",
            "fit_baseline", "iter_rows", "run", "table_columns",
            "DEFAULT_GATES", "ACTIVATIONS"]
 
@@ -287,21 +286,6 @@ def prepare(config: DigitsConfig) -> DigitsData:
 
 
 # ------------------------------------------------------------------------------ experiment
-def make_head(name: str, activation: str, n_gates: int, seed: int, grid: tuple[int, int],
-              groups: int) -> Head:
-    """The registry's head ``name``, given a grid and groups when its constructor takes them."""
-    cls = REGISTRY[name]
-    params = inspect.signature(cls).parameters
-    kwargs: dict = {"activation": activation, "seed": seed}
-    if activation == "gated":
-        kwargs["n_gates"] = n_gates
-    if "grid" in params:
-        kwargs["grid"] = grid
-    if "groups" in params:
-        kwargs["groups"] = groups
-    return cls(**kwargs)
-
-
 def _solve(problem: Problem, tol: float, max_iter: int, init: Solution | None
            ) -> tuple[Solution, list[str]]:
     """Solve, collecting the solver's ConvergenceWarning (the status says it; notes repeat it)."""
@@ -324,8 +308,8 @@ def _accuracy(solution: Solution, X: np.ndarray, y: np.ndarray) -> float:
 def fit_head(config: DigitsConfig, data: DigitsData, name: str, activation: str) -> dict:
     """One row of the table: the head fitted (β picked on validation if asked), certified."""
     gated = activation == "gated"
-    head = make_head(name, activation, config.n_gates[name], config.seed, data.grid,
-                     config.bfno_groups)
+    head = create(name, activation, config.n_gates[name], config.seed, data.grid,
+                  config.bfno_groups)
     row = {"head": name, "activation": activation,
            "gates": config.n_gates[name] if gated else None}
     init, notes, val_acc, select_seconds = None, [], None, None

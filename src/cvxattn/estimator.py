@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
-from .heads import REGISTRY, BlockFNO, FNO
+from .heads import REGISTRY, create
 from .heads.base import ACTIVATIONS, Head
 from .problem import Problem
 from .solvers import METHODS, solve
@@ -169,17 +169,10 @@ class ConvexHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def _make_head(self, d: int, c: int) -> Head:
         """The unbound head of the parameters, for d features and c classes."""
-        if self.head == "bfno":
-            groups = self.groups
-            if groups is None:
-                groups = next(B for B in _GROUP_CHOICES if d % B == 0 and c % B == 0)
-            return BlockFNO(groups=groups, grid=self.grid, activation=self.activation,
-                            n_gates=self.n_gates, seed=self.seed)
-        if self.head == "fno":
-            return FNO(grid=self.grid, activation=self.activation, n_gates=self.n_gates,
-                       seed=self.seed)
-        return REGISTRY[self.head](activation=self.activation, n_gates=self.n_gates,
-                                   seed=self.seed)
+        groups = self.groups
+        if self.head == "bfno" and groups is None:
+            groups = next(B for B in _GROUP_CHOICES if d % B == 0 and c % B == 0)
+        return create(self.head, self.activation, self.n_gates, self.seed, self.grid, groups)
 
     def _warm_start_point(self, problem: Problem) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(Z, b) of the previous fit when warm_start is on and its shapes fit ``problem``."""

@@ -33,6 +33,19 @@ def test_registry_holds_the_five_mechanisms():
     assert set(ca.heads.REGISTRY) == {"mlp", "attention", "mixer", "fno", "bfno"}
 
 
+def test_create_builds_every_registry_head():
+    for name, cls in ca.heads.REGISTRY.items():
+        for activation in ("linear", "gated"):
+            head = ca.heads.create(name, activation, n_gates=3, grid=(2, 5), groups=2)
+            assert type(head) is cls
+            bound = head.bind(S, D, C)
+            assert bound.n_blocks == (1 if activation == "linear" else 3) * (
+                2 if name == "bfno" else 1)
+    assert ca.heads.create("fno", grid=(2, 5)).grid == (2, 5)
+    with pytest.raises(ValueError, match="head: expected one of"):
+        ca.heads.create("transformer")
+
+
 def test_block_shapes_follow_spec(head):
     h = bound(head)
     m = 2 if h.gated else 1
