@@ -1,0 +1,129 @@
+"""The heads people fit today, for comparison (SPEC.md §2.6): trained by AdamW from random
+initialization on frozen tokens (n, s, d).
+
+- :class:`SoftmaxAttentionHead`: standard multi-head self-attention (Q, K, V, softmax scores
+  over keys, output projection to the classes), then mean pooling over tokens, plus a bias.
+- :class:`MLPHead`: a token-wise two-layer ReLU MLP, then mean pooling, plus a bias.
+- :func:`train_adamw`: mini-batch AdamW with a cosine learning-rate schedule on mean
+  cross-entropy (decoupled weight decay, as practitioners use it). For the convex heads' own
+  networks (``head.network(...)``) pass ``penalty=β`` instead, to minimize exactly the
+  regularized objective mean loss + β · weight_decay of SPEC.md §1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["SoftmaxAttentionHead", "MLPHead", "train_adamw", "TrainResult"]
+
+
+class SoftmaxAttentionHead(nn.Module):
+    """softmax(Q Kᵀ / √d_h) V per head, concatenated, projected to c; mean over tokens + bias.
+
+    >>> import torch
+    >>> head = SoftmaxAttentionHead(d=6, c=3, n_heads=2, head_dim=4)
+    >>> head(torch.zeros(5, 7, 6, dtype=torch.float64)).shape
+    torch.Size([5, 3])
+    """
+
+    def __init__(self, d: int, c: int, n_heads: int = 5, head_dim: int | None = None,
+                 seed: int = 0, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        head_dim = head_dim or max(1, d // n_heads)
+        generator = torch.Generator().manual_seed(seed)
+        inner = n_heads * head_dim
+
+        def init(*shape, fan_in):
+            return nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)
+                                / math.sqrt(fan_in))
+
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.query, self.key, self.value = (init(d, inner, fan_in=d) for _ in range(3))
+        self.out = init(inner, c, fan_in=inner)
+        self.bias = nn.Parameter(torch.zeros(c, dtype=dtype))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        n, s, _ = X.shape
+        h, e = self.n_heads, self.head_dim
+
+        def split(W):
+            return (X @ W).reshape(n, s, h, e).transpose(1, 2)  # (n, h, s, e)
+
+        Q, K, V = split(self.query), split(self.key), split(self.value)
+        scores = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(e), dim=-1)  # (n, h, s, s)
+        mixed = (scores @ V).transpose(1, 2).reshape(n, s, h * e)  # (n, s, h·e)
+        return (mixed @ self.out).mean(1) + self.bias  # (n, c)
+
+
+class MLPHead(nn.Module):
+    """Token-wise Linear(d, m) → ReLU → Linear(m, c), mean over tokens + bias.
+
+    >>> import torch
+    >>> MLPHead(d=6, c=3, width=8)(torch.zeros(5, 7, 6, dtype=torch.float64)).shape
+    torch.Size([5, 3])
+    """
+
+    def __init__(self, d: int, c: int, width: int = 100, seed: int = 0,
+                 dtype: torch.dtype = torch.float64):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.hidden = nn.Parameter(torch.randn(d, width, generator=generator, dtype=dtype)
+                                   / math.sqrt(d))
+        self.hidden_bias = nn.Parameter(torch.zeros(width, dtype=dtype))
+        self.out = nn.Parameter(torch.randn(width, c, generator=generator, dtype=dtype)
+                                / math.sqrt(width))
+        self.bias = nn.Parameter(torch.zeros(c, dtype=dtype))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(X @ self.hidden + self.hidden_bias)  # (n, s, m)
+        return (hidden @ self.out).mean(1) + self.bias  # (n, c)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained model and the regularized objective it reached on the full training set."""
+
+    model: nn.Module
+    objective: float  # mean loss (+ penalty · weight_decay when a penalty is used)
+    seconds: float
+    epochs: int
+
+
+def train_adamw(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lr: float = 1e-2,
+                epochs: int = 50, batch_size: int = 256, weight_decay: float = 0.0,
+                penalty: float = 0.0, seed: int = 0) -> TrainResult:
+    """Mini-batch AdamW with cosine decay on mean cross-entropy.
+
+    ``weight_decay``: AdamW's decoupled decay (the practitioner's regularizer).
+    ``penalty``: β, adding β · ``model.weight_decay()`` to the loss (the convex heads'
+    networks), so the trained objective is exactly SPEC.md §1's.
+    """
+    if not (lr > 0 and epochs >= 1 and batch_size >= 1):
+        raise ValueError(f"lr, epochs, batch_size: expected positive values, got {lr!r}, "
+                         f"{epochs!r}, {batch_size!r}")
+    start = time.perf_counter()
+    n = X.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(n / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def objective(Xb, yb):
+        value = loss_fn(model(Xb), yb)
+        return value + penalty * model.weight_decay() if penalty else value
+
+    for _ in range(epochs):
+        for batch in torch.randperm(n, generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            objective(X[batch], y[batch]).backward()
+            optimizer.step()
+            schedule.step()
+    with torch.no_grad():
+        final = float(objective(X, y))
+    return TrainResult(model, final, time.perf_counter() - start, epochs)
