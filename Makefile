@@ -5,8 +5,11 @@ STAMP := .make/installed
 .PHONY: install run test
 
 # torch is pinned to the local CPU wheel first; an unpinned torch pulls CUDA packages.
-$(STAMP): pyproject.toml
+# foolbox is installed for the 20 real sample images per data set it ships (never imported),
+# without its dependencies.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps foolbox==3.3.4
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	mkdir -p .make && touch $(STAMP)
 
