@@ -1,0 +1,421 @@
+"""The on-disk token cache: images → frozen backbone tokens → pooled to d → safetensors shards.
+
+:func:`extract` runs a backbone over (a subset of) an image set once, pools each token's
+F features to d by adaptive average pooling (the paper pools EfficientNet's 1280 to d = 100),
+
+    X[i, t, k] = mean_{f ∈ [⌊kF/d⌋, ⌈(k+1)F/d⌉)} tokens[i, t, f]      X: (n, s, d) float32,
+
+and keeps the result in ``cache_dir``; :func:`load` reads it back without the backbone.
+
+On disk::
+
+    cache_dir/manifest.json               what was asked for and what is done (JSON)
+    cache_dir/shard-00000.safetensors     "tokens" (k, s, d) float32, "labels" (k,) int64,
+    cache_dir/shard-00001.safetensors     "indices" (k,) int64 (positions in the image set)
+    ...
+
+The manifest holds the request (dataset name/split/source/size/classes, a checksum and the
+count of the indices and of their labels, ``backbone.describe()``, image size, grid, d, the
+pooling function, the shard size), the package versions, and one entry with a sha256 per finished
+shard. Every file is written atomically (temporary file + ``os.replace``) and the manifest is
+rewritten after each shard, so a killed extraction resumes at the first unfinished shard.
+A manifest made for another request is never reused: the cache is redone, with a warning on
+the ``cvxattn.features`` logger saying why. A shard whose sha256 does not match is recomputed.
+Nothing is pickled.
+
+>>> import tempfile, numpy as np
+>>> class Images:  # any object with these attributes (cvxattn.data.ImageSet)
+...     name, split, source, classes = "toy", "train", "memory", ("a", "b")
+...     images = [np.full((4, 4), v, np.uint8) for v in range(5)]
+...     labels = np.array([0, 1, 0, 1, 0])
+>>> class Backbone:  # cvxattn.backbones.Backbone: 2 tokens of 3 features per image
+...     name, image_size, grid, n_features = "toy", 4, (1, 2), 3
+...     def describe(self): return {"name": "toy", "version": 1}
+...     def tokens(self, images):
+...         return np.stack([np.full((2, 3), im.mean(), np.float32) for im in images])
+>>> with tempfile.TemporaryDirectory() as cache:
+...     ts = extract(Images(), Backbone(), cache, d=2, progress=False)
+...     again = load(cache)
+>>> ts.X.shape, ts.y.tolist(), again.X[4, 0].tolist()
+((5, 2, 2), [0, 1, 0, 1, 0], [4.0, 4.0])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import torch
+from tqdm import tqdm
+
+from .report import environment, to_jsonable, write_json
+
+__all__ = ["TokenSet", "extract", "load", "MANIFEST", "FORMAT"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "cvxattn.features/1"
+_SHARD = re.compile(r"^shard-\d{5}\.safetensors$")
+_PACKAGES = ("cvxattn", "torch", "numpy", "safetensors", "tqdm")
+
+
+@dataclass(frozen=True, eq=False)
+class TokenSet:
+    """Cached tokens of an image set: X (n, s, d) float32, y (n,) int64, the image indices
+    (n,) int64 they came from, the class names, the token grid (h, w) with h·w = s, and the
+    manifest that describes how they were made."""
+
+    X: np.ndarray
+    y: np.ndarray
+    indices: np.ndarray
+    classes: tuple[str, ...]
+    grid: tuple[int, int]
+    manifest: dict
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def s(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[2]
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _adaptive_avg_pool(tokens: np.ndarray, d: int) -> np.ndarray:
+    """Adaptive average pooling of the last axis F → d, as
+    ``torch.nn.functional.adaptive_avg_pool1d``: output k averages [⌊kF/d⌋, ⌈(k+1)F/d⌉)."""
+    n, s, F = tokens.shape
+    flat = torch.from_numpy(np.ascontiguousarray(tokens, np.float32)).reshape(n * s, 1, F)
+    pooled = torch.nn.functional.adaptive_avg_pool1d(flat, d)  # (n·s, 1, d)
+    return pooled.reshape(n, s, d).numpy()  # (n, s, d)
+
+
+# ------------------------------------------------------------------ validation
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected an integer ≥ 1, got {value!r}")
+    return int(value)
+
+
+def _check_images(images) -> None:
+    for attr in ("name", "split", "images", "labels", "classes"):
+        if not hasattr(images, attr):
+            raise ValueError(f"images: expected an ImageSet with .{attr}, got "
+                             f"{type(images).__name__} without it")
+    labels = np.asarray(images.labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"images: expected .labels of shape (n,) and integer dtype, got shape "
+                         f"{labels.shape} and dtype {labels.dtype}")
+    if len(images.images) != len(labels):
+        raise ValueError(f"images: expected as many images as labels, got {len(images.images)} "
+                         f"images and {len(labels)} labels")
+
+
+def _check_backbone(backbone) -> tuple[int, int]:
+    for attr in ("name", "image_size", "grid", "n_features", "describe", "tokens"):
+        if not hasattr(backbone, attr):
+            raise ValueError(f"backbone: expected a Backbone with .{attr}, got "
+                             f"{type(backbone).__name__} without it")
+    grid = tuple(backbone.grid)
+    if len(grid) != 2 or not all(isinstance(g, Integral) and g >= 1 for g in grid):
+        raise ValueError(f"backbone: expected .grid (h, w) of positive integers, got {grid!r}")
+    _positive_int(backbone.n_features, "backbone.n_features")
+    return int(grid[0]), int(grid[1])
+
+
+def _check_indices(indices, n_images: int) -> np.ndarray:
+    if indices is None:
+        return np.arange(n_images, dtype=np.int64)
+    array = np.asarray(indices)
+    if array.ndim != 1 or array.size == 0 or (array.dtype.kind not in "iu"):
+        raise ValueError(f"indices: expected a non-empty 1-D array of integers, got shape "
+                         f"{array.shape} and dtype {array.dtype}")
+    if array.min() < 0 or array.max() >= n_images:
+        raise ValueError(f"indices: expected values in [0, {n_images}), got values in "
+                         f"[{array.min()}, {array.max()}]")
+    return array.astype(np.int64)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """The value as it reads back from the manifest (JSON round trip), for comparisons."""
+    return json.loads(json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False))
+
+
+def _request(images, backbone, grid, d, pool_name, indices, shard_size) -> dict:
+    """Everything that determines the cached bytes; a cache is reused only if this matches."""
+    labels = np.asarray(images.labels)[indices].astype("<i8")
+    return _canonical({
+        "dataset": {"name": images.name, "split": images.split,
+                    "source": getattr(images, "source", None), "n_images": len(images.labels),
+                    "classes": list(images.classes)},
+        "indices": {"count": len(indices), "sha256": _sha256(indices.astype("<i8").tobytes()),
+                    "labels_sha256": _sha256(labels.tobytes())},
+        "backbone": {"name": backbone.name, "image_size": backbone.image_size, "grid": grid,
+                     "n_features": backbone.n_features, "description": backbone.describe()},
+        "pool": {"d": d, "function": pool_name},
+        "shard_size": shard_size,
+    })
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Paths of the leaves where two JSON values differ (``pool.d: 5 → 3``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        return out
+    return [] if old == new else [f"{path or 'request'}: {_short(old)} → {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ------------------------------------------------------------------ files
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write bytes atomically: a temporary file in the same folder, fsync, ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_manifest(root: Path) -> dict | None:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("shards"), list):
+        return None
+    return manifest
+
+
+def _clear(root: Path) -> None:
+    """Remove this cache's own files (manifest, shards, stale temporaries); nothing else."""
+    for path in root.iterdir():
+        if path.is_file() and (path.name == MANIFEST or _SHARD.match(path.name)
+                               or _is_temporary(path.name)):
+            path.unlink()
+
+
+def _is_temporary(name: str) -> bool:
+    return name.endswith(".tmp") and (name.startswith(f".{MANIFEST}.")
+                                      or bool(re.match(r"^\.shard-\d{5}\.safetensors\.", name)))
+
+
+def _read_shard(root: Path, entry: dict) -> dict[str, np.ndarray] | None:
+    """A shard's tensors if its file's sha256 matches the manifest entry, else None."""
+    try:
+        data = (root / entry["file"]).read_bytes()
+    except OSError:
+        return None
+    if _sha256(data) != entry["sha256"]:
+        return None
+    return safetensors.numpy.load(data)
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.safetensors"
+
+
+# ------------------------------------------------------------------ API
+def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
+            indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 64,
+            shard_size: int = 2048, progress: bool = True,
+            pool: Callable[[np.ndarray, int], np.ndarray] | None = None) -> TokenSet:
+    """Tokens of ``images[indices]`` under ``backbone``, pooled to d, cached in ``cache_dir``.
+
+    Parameters
+    ----------
+    images : an ImageSet (``name``, ``split``, ``source``, ``images``, ``labels``, ``classes``).
+    backbone : a Backbone (``name``, ``image_size``, ``grid``, ``n_features``, ``describe()``,
+        ``tokens(images) -> (k, s, F)``).
+    cache_dir : folder of the cache (created). Only ``manifest.json``, ``shard-*.safetensors``
+        and their temporaries are ever written or removed there.
+    d : features per token after pooling, 1 ≤ d ≤ F; ``None`` keeps all F.
+    indices : which images (default all), in this order; repeats allowed.
+    batch_size : images per ``backbone.tokens`` call (batches never straddle shards, so a
+        resumed run makes the same calls as an uninterrupted one).
+    shard_size : images per shard file.
+    progress : show a tqdm bar (images/s).
+    pool : ``pool(tokens (k, s, F), d) -> (k, s, d)``; default adaptive average pooling
+        (``torch.nn.functional.adaptive_avg_pool1d``). Its qualified name is part of the
+        request: a cache made with another function is redone.
+
+    Returns the :class:`TokenSet` read back from the shards. A cache made for this request is
+    read (finished shards verified by sha256, unfinished or corrupt ones recomputed); one made
+    for another request is removed and redone, with a warning saying what differed.
+    """
+    _check_images(images)
+    grid = _check_backbone(backbone)
+    n_features = int(backbone.n_features)
+    if d is not None and (not isinstance(d, Integral) or isinstance(d, bool)
+                          or not 1 <= d <= n_features):
+        raise ValueError(f"d: expected None or an integer in [1, {n_features}] "
+                         f"(backbone.n_features), got {d!r}")
+    d = n_features if d is None else int(d)
+    indices = _check_indices(indices, len(images.labels))
+    batch_size = _positive_int(batch_size, "batch_size")
+    shard_size = _positive_int(shard_size, "shard_size")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress: expected True or False, got {progress!r}")
+    if pool is not None and not callable(pool):
+        raise ValueError(f"pool: expected None or a callable (tokens, d) -> (k, s, d), got "
+                         f"{type(pool).__name__}")
+    pool_name = "none" if d == n_features else (
+        "cvxattn.features._adaptive_avg_pool" if pool is None
+        else f"{getattr(pool, '__module__', '?')}.{getattr(pool, '__qualname__', repr(pool))}")
+    pool_fn = _adaptive_avg_pool if pool is None else pool
+    root = Path(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"cache_dir: expected a folder, got the file {str(root)!r}")
+    root.mkdir(parents=True, exist_ok=True)
+
+    request = _request(images, backbone, list(grid), d, pool_name, indices, shard_size)
+    manifest = _read_manifest(root)
+    if manifest is not None and manifest.get("request") != request:
+        why = "; ".join(_differences(manifest.get("request"), request)[:5])
+        log.warning("token cache %s redone: it was made for another request (%s)", root, why)
+        _clear(root)
+        manifest = None
+    elif manifest is None and (root / MANIFEST).exists():
+        log.warning("token cache %s redone: its manifest is unreadable or of another format",
+                    root)
+        _clear(root)
+    for path in root.iterdir():  # temporaries of a write that was killed
+        if path.is_file() and _is_temporary(path.name):
+            path.unlink()
+
+    n, s = len(indices), grid[0] * grid[1]
+    starts = list(range(0, n, shard_size))
+    done: dict[int, dict] = {}
+    if manifest is not None:
+        for entry in manifest["shards"]:
+            i = entry.get("index")
+            if isinstance(i, int) and 0 <= i < len(starts) and entry.get("file") == _shard_name(i):
+                done[i] = entry
+    kept = {}
+    for i, entry in sorted(done.items()):
+        if _read_shard(root, entry) is None:
+            log.warning("token cache %s: shard %s is missing or fails its sha256; recomputing",
+                        root, entry["file"])
+        else:
+            kept[i] = entry
+    if manifest is not None and len(kept) < len(starts):
+        log.info("token cache %s: resuming, %d of %d shards kept", root, len(kept), len(starts))
+
+    manifest = {"format": FORMAT, "request": request, "complete": False,
+                "n": n, "s": s, "d": d, "grid": list(grid), "classes": list(images.classes),
+                "n_shards": len(starts), "shards": [kept[i] for i in sorted(kept)],
+                "environment": environment(packages=_PACKAGES)}
+    write_json(root / MANIFEST, manifest)
+
+    labels = np.asarray(images.labels).astype(np.int64)
+    todo = [i for i in range(len(starts)) if i not in kept]
+    with tqdm(total=n, initial=n - sum(min(shard_size, n - starts[i]) for i in todo),
+              unit="img", desc=f"tokens {images.name}/{images.split}", disable=not progress,
+              smoothing=0.1) as bar:
+        for i in todo:
+            block = indices[starts[i]:starts[i] + shard_size]  # (k,)
+            X = np.empty((len(block), s, d), np.float32)  # (k, s, d)
+            for j in range(0, len(block), batch_size):
+                batch = block[j:j + batch_size]
+                tokens = np.asarray(backbone.tokens([images.images[t] for t in batch]))
+                if tokens.shape != (len(batch), s, n_features):
+                    raise ValueError(f"backbone: expected tokens of shape ({len(batch)}, {s}, "
+                                     f"{n_features}), got {tokens.shape}")
+                tokens = tokens.astype(np.float32, copy=False)  # (b, s, F)
+                pooled = tokens if pool_name == "none" else np.asarray(pool_fn(tokens, d))
+                if pooled.shape != (len(batch), s, d):
+                    raise ValueError(f"pool: expected pooled tokens of shape ({len(batch)}, "
+                                     f"{s}, {d}), got {pooled.shape}")
+                X[j:j + len(batch)] = pooled  # (b, s, d)
+                bar.update(len(batch))
+            if not np.isfinite(X).all():
+                raise ValueError(f"backbone: expected finite tokens, got NaN or inf in shard {i}")
+            data = safetensors.numpy.save(
+                {"tokens": X, "labels": np.ascontiguousarray(labels[block]),
+                 "indices": np.ascontiguousarray(block)},
+                # one metadata key only: safetensors writes several in a random (hash) order
+                # per process, and shards must be byte-identical across runs
+                metadata={"format": FORMAT})
+            _write_bytes_atomic(root / _shard_name(i), data)
+            kept[i] = {"index": i, "file": _shard_name(i), "start": starts[i],
+                       "count": len(block), "bytes": len(data), "sha256": _sha256(data)}
+            manifest["shards"] = [kept[k] for k in sorted(kept)]
+            write_json(root / MANIFEST, manifest)
+    manifest["complete"] = True
+    write_json(root / MANIFEST, manifest)
+    return load(root)
+
+
+def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
+    """The :class:`TokenSet` of a complete cache written by :func:`extract`.
+
+    ``verify`` checks every shard's sha256 against the manifest (a ValueError names the
+    shard). Raises FileNotFoundError when there is no manifest, ValueError when the cache is
+    incomplete or corrupt (run :func:`extract` again to resume or repair it).
+    """
+    root = Path(cache_dir)
+    if not (root / MANIFEST).is_file():
+        raise FileNotFoundError(f"cache_dir: expected a token cache with {MANIFEST}, got "
+                                f"{str(root)!r} without one")
+    manifest = _read_manifest(root)
+    if manifest is None:
+        raise ValueError(f"cache_dir: expected a {FORMAT} manifest, got an unreadable one in "
+                         f"{str(root)!r}")
+    entries = manifest["shards"]
+    if not manifest.get("complete") or len(entries) != manifest["n_shards"]:
+        raise ValueError(f"cache_dir: expected a complete cache, got {len(entries)} of "
+                         f"{manifest['n_shards']} shards in {str(root)!r} (run extract to "
+                         "resume)")
+    n, s, d = manifest["n"], manifest["s"], manifest["d"]
+    X = np.empty((n, s, d), np.float32)  # (n, s, d)
+    y = np.empty(n, np.int64)
+    indices = np.empty(n, np.int64)
+    for entry in entries:
+        path = root / entry["file"]
+        if verify:
+            tensors = _read_shard(root, entry)
+            if tensors is None:
+                raise ValueError(f"cache_dir: shard {entry['file']} is missing or fails its "
+                                 "sha256 (run extract to recompute it)")
+        else:
+            tensors = safetensors.numpy.load_file(str(path))
+        a, b = entry["start"], entry["start"] + entry["count"]
+        X[a:b], y[a:b], indices[a:b] = tensors["tokens"], tensors["labels"], tensors["indices"]
+    return TokenSet(X=X, y=y, indices=indices, classes=tuple(manifest["classes"]),
+                    grid=tuple(manifest["grid"]), manifest=manifest)
