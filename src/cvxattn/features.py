@@ -47,7 +47,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -56,9 +55,10 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
-import torch
 from tqdm import tqdm
 
+from .backbones.base import pool_features
+from .files import write_atomic
 from .report import environment, to_jsonable, write_json
 
 __all__ = ["TokenSet", "extract", "load", "MANIFEST", "FORMAT"]
@@ -98,15 +98,6 @@ class TokenSet:
 
     def __len__(self) -> int:
         return self.n
-
-
-def _adaptive_avg_pool(tokens: np.ndarray, d: int) -> np.ndarray:
-    """Adaptive average pooling of the last axis F → d, as
-    ``torch.nn.functional.adaptive_avg_pool1d``: output k averages [⌊kF/d⌋, ⌈(k+1)F/d⌉)."""
-    n, s, F = tokens.shape
-    flat = torch.from_numpy(np.ascontiguousarray(tokens, np.float32)).reshape(n * s, 1, F)
-    pooled = torch.nn.functional.adaptive_avg_pool1d(flat, d)  # (n·s, 1, d)
-    return pooled.reshape(n, s, d).numpy()  # (n, s, d)
 
 
 # ------------------------------------------------------------------ validation
@@ -196,22 +187,6 @@ def _short(value: Any) -> str:
 
 
 # ------------------------------------------------------------------ files
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write bytes atomically: a temporary file in the same folder, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_manifest(root: Path) -> dict | None:
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
@@ -296,9 +271,9 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
         raise ValueError(f"pool: expected None or a callable (tokens, d) -> (k, s, d), got "
                          f"{type(pool).__name__}")
     pool_name = "none" if d == n_features else (
-        "cvxattn.features._adaptive_avg_pool" if pool is None
+        "cvxattn.backbones.pool_features" if pool is None
         else f"{getattr(pool, '__module__', '?')}.{getattr(pool, '__qualname__', repr(pool))}")
-    pool_fn = _adaptive_avg_pool if pool is None else pool
+    pool_fn = pool_features if pool is None else pool
     root = Path(cache_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"cache_dir: expected a folder, got the file {str(root)!r}")
@@ -372,7 +347,7 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                 # one metadata key only: safetensors writes several in a random (hash) order
                 # per process, and shards must be byte-identical across runs
                 metadata={"format": FORMAT})
-            _write_bytes_atomic(root / _shard_name(i), data)
+            write_atomic(root / _shard_name(i), data)
             kept[i] = {"index": i, "file": _shard_name(i), "start": starts[i],
                        "count": len(block), "bytes": len(data), "sha256": _sha256(data)}
             manifest["shards"] = [kept[k] for k in sorted(kept)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_path, write_atomic
 from .base import as_images, file_sha256, package_versions, preprocess
 
 __all__ = ["EfficientNetLite0", "weights_path"]
@@ -69,18 +69,6 @@ def _build_model(image_size: int, path: Path) -> _FeaturesAndLogits:
     model = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return _FeaturesAndLogits(model).eval()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(temporary path) in path's folder, then rename it onto path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EfficientNetLite0:
@@ -176,20 +164,16 @@ class EfficientNetLite0:
         module = _build_model(self.image_size, self.weights_path)
         example = torch.zeros(1, 3, self.image_size, self.image_size)
 
-        def write_onnx(tmp):
-            # the TorchScript exporter: the torch.export-based one needs onnxscript; its
-            # deprecation and constant-folding notices are not the user's concern
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(module, (example,), tmp, input_names=["images"],
-                                  output_names=["features", "logits"], opset_version=17,
-                                  dynamic_axes={"images": {0: "n"}, "features": {0: "n"},
-                                                "logits": {0: "n"}}, dynamo=False)
-
-        _atomic_write(self.onnx_path, write_onnx)
+        # the TorchScript exporter: the torch.export-based one needs onnxscript; its
+        # deprecation and constant-folding notices are not the user's concern
+        with atomic_path(self.onnx_path) as tmp, warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(tmp), input_names=["images"],
+                              output_names=["features", "logits"], opset_version=17,
+                              dynamic_axes={"images": {0: "n"}, "features": {0: "n"},
+                                            "logits": {0: "n"}}, dynamo=False)
         manifest = {"onnx_sha256": file_sha256(self.onnx_path), "producer": self._producer()}
-        _atomic_write(manifest_path,
-                      lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+        write_atomic(manifest_path, json.dumps(manifest, indent=2))
 
     # ------------------------------------------------------------- forward
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
