@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 from ..heads.base import HeadNetwork
 from ..problem import Problem, as_tokens
 
-__all__ = ["Solution", "Checkpoint", "ConvergenceWarning", "RANK_RTOL"]
+__all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
@@ -31,8 +31,53 @@ class Checkpoint:
     gap: float  # (P − D) / |P| with the best P and D so far
 
 
+class FittedBlocks:
+    """What fitted blocks do, for :class:`Solution` and a model loaded from disk alike.
+
+    Needs ``head`` (bound), ``blocks`` Z (G, p, q), ``intercept`` b (c,), ``pooled``,
+    ``loss_name`` and ``fit_intercept``.
+    """
+
+    @property
+    def ranks(self) -> torch.Tensor:
+        """Rank of each block Z_g, (G,)."""
+        S = torch.linalg.svdvals(self.blocks)  # (G, k)
+        return (S > RANK_RTOL * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum(1)
+
+    @property
+    def n_heads(self) -> int:
+        """Heads of the network this solution equals: Σ_g rank(Z_g) (the paper's m*)."""
+        return int(self.ranks.sum())
+
+    def decision_function(self, X) -> torch.Tensor:
+        """Logits (n, c) (or token outputs (n, s, c) for token-level targets) on new tokens."""
+        s, d, _ = self.head.dims
+        X = as_tokens(X, "X", self.blocks.dtype, self.blocks.device)
+        if X.shape[1:] != (s, d):
+            raise ValueError(f"X: expected tokens of shape (n, {s}, {d}), got {tuple(X.shape)}")
+        data = self.head.lift(X)
+        with torch.no_grad():
+            if self.pooled:
+                out = self.head.pooled(self.blocks, data)
+            else:
+                out = self.head.tokens(self.blocks, data)
+        return out + self.intercept
+
+    def predict(self, X) -> torch.Tensor:
+        """Class indices (n,) for cross-entropy; the outputs themselves for squared loss."""
+        out = self.decision_function(X)
+        return out.argmax(-1) if self.loss_name == "cross_entropy" else out
+
+    def to_network(self) -> HeadNetwork:
+        """The network with exactly these outputs: balanced heads from the SVD of each block,
+        so that mean loss + β · weight_decay equals ``objective``."""
+        W1, W2 = self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
+        intercept = self.intercept.clone() if self.fit_intercept else None
+        return HeadNetwork(self.head, W1, W2, intercept, self.pooled)
+
+
 @dataclass(frozen=True)
-class Solution:
+class Solution(FittedBlocks):
     """A solved :class:`~cvxattn.Problem`.
 
     ``objective`` P(Z, b) of the returned point, ``lower_bound`` a certified D ≤ P*, ``gap`` =
@@ -59,38 +104,13 @@ class Solution:
         return self.problem.head
 
     @property
-    def ranks(self) -> torch.Tensor:
-        """Rank of each block Z_g, (G,)."""
-        S = torch.linalg.svdvals(self.blocks)  # (G, k)
-        return (S > RANK_RTOL * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum(1)
+    def pooled(self) -> bool:
+        return self.problem.pooled
 
     @property
-    def n_heads(self) -> int:
-        """Heads of the network this solution equals: Σ_g rank(Z_g) (the paper's m*)."""
-        return int(self.ranks.sum())
+    def loss_name(self) -> str:
+        return self.problem.loss.name
 
-    def decision_function(self, X) -> torch.Tensor:
-        """Logits (n, c) (or token outputs (n, s, c) for token-level targets) on new tokens."""
-        X = as_tokens(X, "X", self.blocks.dtype, self.blocks.device)
-        if X.shape[1:] != self.problem.X.shape[1:]:
-            raise ValueError(f"X: expected tokens of shape (n, {self.problem.s}, "
-                             f"{self.problem.d}), got {tuple(X.shape)}")
-        data = self.head.lift(X)
-        with torch.no_grad():
-            if self.problem.pooled:
-                out = self.head.pooled(self.blocks, data)
-            else:
-                out = self.head.tokens(self.blocks, data)
-        return out + self.intercept
-
-    def predict(self, X) -> torch.Tensor:
-        """Class indices (n,) for cross-entropy; the outputs themselves for squared loss."""
-        out = self.decision_function(X)
-        return out.argmax(-1) if self.problem.loss.name == "cross_entropy" else out
-
-    def to_network(self) -> HeadNetwork:
-        """The network with exactly these outputs: balanced heads from the SVD of each block,
-        so that mean loss + β · weight_decay equals ``objective``."""
-        W1, W2 = self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
-        intercept = self.intercept.clone() if self.problem.fit_intercept else None
-        return HeadNetwork(self.head, W1, W2, intercept, self.problem.pooled)
+    @property
+    def fit_intercept(self) -> bool:
+        return self.problem.fit_intercept

@@ -1,0 +1,222 @@
+"""Saving and loading fitted heads: exact round trips, checksums, atomic overwrite, no pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+import cvxattn as ca
+from cvxattn.io import FORMAT, FittedHead, load_model, save_solution
+from tests.helpers import TEN, TEN_IDS, C, D, S, labels, tokens
+
+BETA = 0.05
+_SOLVED: dict[str, ca.Solution] = {}
+
+
+def solved(name: str, head) -> ca.Solution:
+    """The tiny cross-entropy problem of ``head``, solved once per session."""
+    if name not in _SOLVED:
+        problem = ca.Problem(head, tokens(0), labels(0), beta=BETA)
+        _SOLVED[name] = ca.solve(problem, tol=1e-6, max_iter=300)
+    return _SOLVED[name]
+
+
+@pytest.fixture(params=TEN, ids=TEN_IDS)
+def solution(request):
+    name, head = request.param
+    return solved(name, head)
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return tmp_path / "model"
+
+
+def test_round_trip_is_exact(solution, model_path):
+    json_path = save_solution(solution, model_path)
+    assert json_path == model_path.with_name("model.json")
+    model = load_model(model_path)
+    assert isinstance(model, FittedHead)
+    X = tokens(seed=5, n=11)  # new tokens, another n
+    assert torch.equal(model.decision_function(X), solution.decision_function(X))
+    assert torch.equal(model.predict(X), solution.predict(X))
+    assert torch.equal(model.blocks, solution.blocks)
+    assert model.blocks.dtype == torch.float64
+    assert torch.equal(model.intercept, solution.intercept)
+    assert model.head.dims == solution.head.dims and repr(model.head) == repr(solution.head)
+    if solution.head.gated:
+        assert torch.equal(model.head.gates, solution.head.gates)
+    with torch.no_grad():
+        assert torch.equal(model.to_network()(X), solution.to_network()(X))
+    assert model.certificate["gap"] == solution.gap
+    assert model.certificate["status"] == solution.status
+    assert model.certificate["n_heads"] == solution.n_heads
+
+
+def test_gated_head_keeps_stored_gates_not_seed(model_path):
+    """Gates given explicitly (not from the seed) come back as stored, never resampled."""
+    gates = torch.as_tensor(np.random.default_rng(7).normal(size=(3, D)))
+    problem = ca.Problem(ca.heads.MLP(activation="gated", gates=gates, seed=0), tokens(0),
+                         labels(0), beta=BETA)
+    solution = ca.solve(problem, tol=1e-6, max_iter=300)
+    save_solution(solution, model_path)
+    model = load_model(model_path)
+    assert torch.equal(model.head.gates, gates.to(torch.float64))
+    X = tokens(seed=3)
+    assert torch.equal(model.decision_function(X), solution.decision_function(X))
+
+
+def test_squared_token_level_round_trip(model_path):
+    y = torch.as_tensor(np.random.default_rng(2).normal(size=(7, S, 3)))
+    head = ca.heads.SelfAttention(activation="gated", n_gates=2, seed=4)
+    problem = ca.Problem(head, tokens(0), y, beta=0.5, loss="squared", fit_intercept=False)
+    solution = ca.solve(problem, tol=1e-6)
+    save_solution(solution, str(model_path) + ".json")  # a suffix given is dropped
+    model = load_model(str(model_path) + ".safetensors")
+    assert not model.pooled and model.loss == "squared" and not model.fit_intercept
+    X = tokens(seed=9)
+    out = model.decision_function(X)
+    assert out.shape == (7, S, 3)
+    assert torch.equal(out, solution.decision_function(X))
+    assert torch.equal(model.predict(X), solution.predict(X))
+    net, reference = model.to_network(), solution.to_network()
+    assert net.intercept is None
+    with torch.no_grad():
+        assert torch.equal(net(X), reference(X))
+
+
+def test_files_are_json_and_safetensors_only(model_path):
+    name, head = TEN[6]  # attention-gated
+    save_solution(solved(name, head), model_path)
+    files = sorted(os.listdir(model_path.parent))
+    assert files == ["model.json", "model.safetensors"]  # no pickle, no temporaries
+    description = json.loads(model_path.with_suffix(".json").read_text())
+    assert description["format"] == FORMAT and description["version"] == 1
+    assert description["head"]["name"] == "attention"
+    assert description["head"]["n_gates"] == 2
+    assert description["problem"] == {"loss": "cross_entropy", "beta": BETA,
+                                      "fit_intercept": True, "pooled": True, "n": 7}
+    assert "versions" in description["environment"]
+    tensors = safetensors.torch.load_file(model_path.with_suffix(".safetensors"))
+    assert sorted(tensors) == ["blocks", "gates", "intercept"]
+    assert all(t.dtype == torch.float64 for t in tensors.values())
+
+
+def test_fno_description_has_grid_and_groups(model_path):
+    name, head = TEN[9]  # bfno-gated
+    save_solution(solved(name, head), model_path)
+    info = json.loads(model_path.with_suffix(".json").read_text())["head"]
+    assert (info["grid"], info["groups"], info["s"], info["d"], info["c"]) == \
+        ([2, 5], 2, S, D, C)
+
+
+@pytest.fixture
+def saved(model_path):
+    name, head = TEN[0]  # mlp-linear
+    save_solution(solved(name, head), model_path)
+    return model_path
+
+
+def test_missing_files(saved):
+    os.remove(saved.with_suffix(".safetensors"))
+    with pytest.raises(ValueError, match=r"model\.safetensors"):
+        load_model(saved)
+    os.remove(saved.with_suffix(".json"))
+    with pytest.raises(ValueError, match=r"model\.json: .*no such file"):
+        load_model(saved)
+
+
+def test_corrupt_tensor_file(saved):
+    path = saved.with_suffix(".safetensors")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the last float
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors: expected sha256 .* corrupt"):
+        load_model(saved)
+
+
+def test_swapped_tensor_file(saved, tmp_path):
+    name, head = TEN[1]  # attention-linear
+    save_solution(solved(name, head), tmp_path / "other")
+    os.replace(tmp_path / "other.safetensors", saved.with_suffix(".safetensors"))
+    with pytest.raises(ValueError, match="another model"):
+        load_model(saved)
+
+
+def test_unknown_format_version(saved):
+    path = saved.with_suffix(".json")
+    description = json.loads(path.read_text())
+    description["version"] = 99
+    path.write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"model\.json: expected format version 1, got 99"):
+        load_model(saved)
+
+
+def test_block_shape_mismatch(saved):
+    """A consistent checksum over tensors of the wrong shape is still refused."""
+    tensor_path, json_path = saved.with_suffix(".safetensors"), saved.with_suffix(".json")
+    tensors = safetensors.torch.load_file(tensor_path)
+    tensors["blocks"] = tensors["blocks"][:, :-1]  # (1, d - 1, c)
+    safetensors.torch.save_file(tensors, tensor_path)
+    description = json.loads(json_path.read_text())
+    description["tensors"]["sha256"] = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
+    json_path.write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=rf"model\.safetensors: blocks: expected shape "
+                                         rf"\(1, {D}, {C}\).*got \(1, {D - 1}, {C}\)"):
+        load_model(saved)
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["tensor-write", "json-write"])
+def test_failed_overwrite_keeps_old_model(saved, monkeypatch, failing):
+    """The tensor (or JSON) write raises midway, after its bytes went out but before the
+    fsync: the old pair stays valid, byte for byte."""
+    before = {p: p.read_bytes() for p in saved.parent.iterdir()}
+    X = tokens(seed=4)
+    old = load_model(saved).decision_function(X)
+    calls = []
+    fsync = os.fsync
+
+    def fail(fd):
+        calls.append(fd)
+        if len(calls) == failing:
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fail)  # 1st call: the tensor file, 2nd: the JSON
+    name, head = TEN[5]  # mlp-gated
+    with pytest.raises(OSError, match="No space"):
+        save_solution(solved(name, head), saved)
+    monkeypatch.undo()
+    after = {p: p.read_bytes() for p in saved.parent.iterdir()}
+    assert after == before  # same files, same bytes, no temporaries left
+    assert torch.equal(load_model(saved).decision_function(X), old)
+
+
+def test_overwrite_replaces_model(saved):
+    name, head = TEN[5]  # mlp-gated
+    save_solution(solved(name, head), saved)
+    model = load_model(saved)
+    assert model.head.gated and sorted(os.listdir(saved.parent)) == ["model.json",
+                                                                      "model.safetensors"]
+
+
+def test_wrong_input_shape(saved):
+    with pytest.raises(ValueError, match=rf"X: expected tokens of shape \(n, {S}, {D}\)"):
+        load_model(saved).decision_function(tokens(d=D + 1))
+
+
+def test_no_pickle_in_the_code():
+    from cvxattn import io
+
+    source = Path(io.__file__).read_text(encoding="utf-8")
+    for banned in (r"import pickle", r"(?<!safetensors\.)torch\.(save|load)\(", r"np\.load\(",
+                   r"allow_pickle"):
+        assert not re.search(banned, source), banned
