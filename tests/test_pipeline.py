@@ -53,3 +53,28 @@ def test_features_help_is_complete(capsys):
     for option in ("--dataset", "--split", "--root", "--n", "--seed", "--image-size", "--d",
                    "--batch-size", "--cache", "--model-cache"):
         assert option in text
+
+
+def test_fit_command_solves_saves_and_reloads(tmp_path, capsys):
+    from cvxattn.io import load_model
+
+    from cvxattn.features import extract
+    from tests.test_features import FakeBackbone, FakeImages
+
+    folder = tmp_path / "features"
+    extract(FakeImages(), FakeBackbone(), folder, d=3, progress=False)  # every class present
+    out = tmp_path / "model"
+    assert main(["fit", "--features", str(folder), "--test-features", str(folder),
+                 "--head", "mlp", "--beta", "0.05", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "relative gap" in text and "(optimal, exact SVD)" in text and "test accuracy" in text
+    model = load_model(out)
+    tokens = load(folder)
+    assert model.certificate["gap"] <= 1e-6
+    assert model.predict(tokens.X).shape == (len(tokens.y),)
+
+
+def test_fit_command_names_a_missing_cache(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--features", str(tmp_path / "none"), "--out", str(tmp_path / "m")])
+    assert "manifest" in capsys.readouterr().err

@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(features, _pipeline.FeaturesConfig)
     features.set_defaults(handler=run_features, command_parser=features)
+    fit = commands.add_parser(
+        "fit", help="fit one convex head on cached tokens, save it, print its certificate",
+        description=FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(fit, _pipeline.FitConfig)
+    fit.set_defaults(handler=run_fit, command_parser=fit)
     return parser
 
 
@@ -278,6 +283,31 @@ def run_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
           f"on a {tokens.grid[0]}×{tokens.grid[1]} grid, {len(tokens.classes)} classes; "
           f"{seconds:.1f} s ({tokens.n / seconds:.1f} images/s with the cache)")
     print(f"cache: {config.folder}")
+    return 0
+
+
+FIT_DESCRIPTION = """\
+Solve one convex head (SPEC.md) on tokens cached by `cvxattn features`, to a certified relative
+duality gap, and save it without pickle: OUT.safetensors (blocks, intercept, gates) and
+OUT.json (head, problem, certificate, versions). Prints the certificate: objective P, lower
+bound D, relative gap (P - D)/|P|, status, heads of the equivalent network."""
+
+
+def run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser,
+            argv: Sequence[str]) -> int:
+    """``cvxattn fit``: solve, save, print the certificate."""
+    cls = _pipeline.FitConfig
+    try:
+        config = config_from_args(cls, args)
+        solution, accuracy, path = _pipeline.fit_features(config)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(_option_error(str(error), cls))  # exits with status 2
+    print(f"{solution.head!r}: P = {solution.objective:.8g}, D = {solution.lower_bound:.8g}, "
+          f"relative gap {solution.gap:.2e} ({solution.status}, {solution.certificate}); "
+          f"{solution.n_heads} heads; {solution.n_iter} iterations in {solution.seconds:.1f} s")
+    if accuracy is not None:
+        print(f"test accuracy {100 * accuracy:.2f} %")
+    print(f"saved: {path}")
     return 0
 
 

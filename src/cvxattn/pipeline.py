@@ -112,3 +112,52 @@ def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[Tok
     tokens = extract(images, backbone, config.folder, d=config.d, indices=indices,
                      batch_size=config.batch_size, progress=progress)
     return tokens, time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What ``cvxattn fit`` fits; its options are derived from these fields."""
+
+    features: Path = field(metadata=_meta(
+        "token cache of the training images (a folder written by `cvxattn features`)",
+        metavar="DIR"))
+    out: Path = field(metadata=_meta(
+        "where to save the model: OUT.safetensors and OUT.json", metavar="OUT"))
+    test_features: Path | None = field(default=None, metadata=_meta(
+        "token cache of test images, to report test accuracy", metavar="DIR"))
+    head: str = field(default="attention", metadata=_meta(
+        "the convex head", choices=("mlp", "attention", "mixer", "fno", "bfno")))
+    activation: str = field(default="linear", metadata=_meta(
+        "linear, or gated ReLU with fixed gates", choices=("linear", "gated")))
+    n_gates: int | None = field(default=None, metadata=_meta(
+        "gates m of a gated head (default: the head's)", metavar="M"))
+    groups: int = field(default=5, metadata=_meta(
+        "groups B of the bfno head (must divide d and the number of classes)", metavar="B"))
+    beta: float = field(default=1e-3, metadata=_meta(
+        "β, the weight of the block nuclear norm (the loss is a mean over samples)"))
+    tol: float = field(default=1e-6, metadata=_meta(
+        "stop at this certified relative duality gap (P − D)/|P|"))
+    max_iter: int = field(default=5000, metadata=_meta("solver iteration limit", metavar="N"))
+    seed: int = field(default=0, metadata=_meta("seed of the sampled gates"))
+
+
+def fit_features(config: FitConfig):
+    """Solve the configured head on cached tokens and save it; returns (solution, test
+    accuracy or None, path of the saved description)."""
+    from .features import load
+    from .heads import create
+    from .io import save_solution
+    from .problem import Problem
+    from .solvers import solve
+
+    train = load(config.features)
+    n_gates = config.n_gates if config.activation == "gated" else None
+    head = create(config.head, config.activation, n_gates, config.seed, train.grid,
+                  config.groups)
+    problem = Problem(head, train.X, train.y, config.beta, n_classes=len(train.classes))
+    solution = solve(problem, tol=config.tol, max_iter=config.max_iter)
+    accuracy = None
+    if config.test_features is not None:
+        test = load(config.test_features)
+        accuracy = float((solution.predict(test.X).numpy() == test.y).mean())
+    return solution, accuracy, save_solution(solution, config.out)
