@@ -216,17 +216,15 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
     tensors = safetensors.torch.load(data)
 
     info, problem = description["head"], description["problem"]
-    try:
-        head = create(info["name"], info["activation"], seed=info["seed"],
-                      grid=None if info["grid"] is None else tuple(info["grid"]),
-                      groups=info["groups"])
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{json_path}: head: {error}") from None
-    names = ["blocks", "intercept"] + (["gates"] if head.gated else [])
+    names = ["blocks", "intercept"] + (["gates"] if info["activation"] == "gated" else [])
     if sorted(tensors) != sorted(names):
         raise ValueError(f"{tensor_path}: expected tensors {names}, got {sorted(tensors)}")
-    if head.gated:
-        head.gates = tensors["gates"]  # explicit: bind checks them and samples nothing
+    try:  # explicit gates: bind checks them and samples nothing
+        head = create(info["name"], info["activation"], seed=info["seed"],
+                      grid=None if info["grid"] is None else tuple(info["grid"]),
+                      groups=info["groups"], gates=tensors.get("gates"))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{json_path}: head: {error}") from None
     try:
         head = head.bind(info["s"], info["d"], info["c"])
     except ValueError as error:

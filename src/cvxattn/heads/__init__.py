@@ -17,9 +17,10 @@ REGISTRY: dict[str, type[Head]] = {
 
 
 def create(name: str, activation: str = "linear", n_gates: int | None = None, seed: int = 0,
-           grid: tuple[int, int] | None = None, groups: int | None = None) -> Head:
+           grid: tuple[int, int] | None = None, groups: int | None = None,
+           gates=None) -> Head:
     """The head ``name`` of :data:`REGISTRY`; ``grid`` goes to the heads on a token grid (FNO,
-    B-FNO), ``groups`` to the B-FNO, ``n_gates`` only to gated heads.
+    B-FNO), ``groups`` to the B-FNO, ``n_gates`` and explicit ``gates`` only to gated heads.
 
     >>> create("bfno", "gated", n_gates=3, grid=(4, 4), groups=2)
     BlockFNO(activation='gated', groups=2, grid=(4, 4), n_gates=3, seed=0)
@@ -28,7 +29,7 @@ def create(name: str, activation: str = "linear", n_gates: int | None = None, se
         raise ValueError(f"head: expected one of {tuple(REGISTRY)}, got {name!r}")
     kwargs: dict = {"activation": activation, "seed": seed}
     if activation == "gated":
-        kwargs["n_gates"] = n_gates
+        kwargs.update(n_gates=n_gates, gates=gates)
     if issubclass(REGISTRY[name], BlockFNO):
         kwargs["grid"] = grid
     if name == BlockFNO.name and groups is not None:
