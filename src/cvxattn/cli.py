@@ -128,6 +128,16 @@ def _is_mapping(tp) -> bool:
     return tp in (dict, Mapping) or typing.get_origin(tp) in (dict, Mapping)
 
 
+def _configured(parser: argparse.ArgumentParser, cls, args: argparse.Namespace, work):
+    """The config ``cls`` from ``args`` and ``work(config)``; a ValueError or a missing file in
+    either exits with status 2 and a one-line message naming the option."""
+    try:
+        config = config_from_args(cls, args)
+        return config, work(config)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(_option_error(str(error), cls))
+
+
 def _option_error(message: str, cls) -> str:
     """'beta: expected …' → 'argument --beta: expected …' for the fields of ``cls``."""
     name, sep, rest = message.partition(":")
@@ -164,23 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "global optimality.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    digits = commands.add_parser(
-        "digits", help="fit all heads on scikit-learn's digits and print the results table",
-        description=DIGITS_DESCRIPTION, epilog=DIGITS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(digits, _digits.DigitsConfig)
-    digits.set_defaults(handler=run_digits, command_parser=digits)
-    features = commands.add_parser(
-        "features", help="extract and cache backbone tokens of an image set",
-        description=FEATURES_DESCRIPTION, epilog=FEATURES_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(features, _pipeline.FeaturesConfig)
-    features.set_defaults(handler=run_features, command_parser=features)
-    fit = commands.add_parser(
-        "fit", help="fit one convex head on cached tokens, save it, print its certificate",
-        description=FIT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(fit, _pipeline.FitConfig)
-    fit.set_defaults(handler=run_fit, command_parser=fit)
+    subcommands = [
+        ("digits", "fit all heads on scikit-learn's digits and print the results table",
+         DIGITS_DESCRIPTION, DIGITS_EPILOG, _digits.DigitsConfig, run_digits),
+        ("features", "extract and cache backbone tokens of an image set",
+         FEATURES_DESCRIPTION, FEATURES_EPILOG, _pipeline.FeaturesConfig, run_features),
+        ("fit", "fit one convex head on cached tokens, save it, print its certificate",
+         FIT_DESCRIPTION, None, _pipeline.FitConfig, run_fit),
+    ]
+    for name, summary, description, epilog, config, handler in subcommands:
+        sub = commands.add_parser(name, help=summary, description=description, epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_arguments(sub, config)
+        sub.set_defaults(handler=handler, command_parser=sub)
     return parser
 
 
@@ -200,13 +206,8 @@ def _digits_notes(rows: list[dict]) -> list[str]:
 def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
                argv: Sequence[str]) -> int:
     """``cvxattn digits``: fit, print the table; Ctrl-C prints the rows done so far (exit 130)."""
-    cls = _digits.DigitsConfig
     start = time.perf_counter()
-    try:
-        config = config_from_args(cls, args)
-        data = _digits.prepare(config)
-    except ValueError as error:
-        parser.error(_option_error(str(error), cls))  # exits with status 2
+    config, data = _configured(parser, _digits.DigitsConfig, args, _digits.prepare)
     if config.out is not None:
         try:  # fail now, not after minutes of fitting
             config.out.mkdir(parents=True, exist_ok=True)
@@ -273,12 +274,8 @@ examples:
 def run_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
                  argv: Sequence[str]) -> int:
     """``cvxattn features``: extract (or read back) the tokens and say where they are."""
-    cls = _pipeline.FeaturesConfig
-    try:
-        config = config_from_args(cls, args)
-        tokens, seconds = _pipeline.extract_features(config)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(_option_error(str(error), cls))  # exits with status 2
+    config, (tokens, seconds) = _configured(parser, _pipeline.FeaturesConfig, args,
+                                            _pipeline.extract_features)
     print(f"{config.dataset} {config.split}: {tokens.n} images → tokens {tuple(tokens.X.shape)} "
           f"on a {tokens.grid[0]}×{tokens.grid[1]} grid, {len(tokens.classes)} classes; "
           f"{seconds:.1f} s ({tokens.n / seconds:.1f} images/s with the cache)")
@@ -296,12 +293,8 @@ bound D, relative gap (P - D)/|P|, status, heads of the equivalent network."""
 def run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser,
             argv: Sequence[str]) -> int:
     """``cvxattn fit``: solve, save, print the certificate."""
-    cls = _pipeline.FitConfig
-    try:
-        config = config_from_args(cls, args)
-        solution, accuracy, path = _pipeline.fit_features(config)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(_option_error(str(error), cls))  # exits with status 2
+    config, (solution, accuracy, path) = _configured(parser, _pipeline.FitConfig, args,
+                                                     _pipeline.fit_features)
     print(f"{solution.head!r}: P = {solution.objective:.8g}, D = {solution.lower_bound:.8g}, "
           f"relative gap {solution.gap:.2e} ({solution.status}, {solution.certificate}); "
           f"{solution.n_heads} heads; {solution.n_iter} iterations in {solution.seconds:.1f} s")

@@ -16,7 +16,11 @@ import numpy as np
 
 from .backbones import EfficientNetLite0
 from .data import ImageSet, load_cifar100, load_fashion_mnist, load_image_folder, load_samples
-from .features import TokenSet, extract
+from .features import TokenSet, extract, load
+from .heads import REGISTRY, create
+from .io import save_solution
+from .problem import Problem
+from .solvers import solve
 
 __all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features"]
 
@@ -126,7 +130,7 @@ class FitConfig:
     test_features: Path | None = field(default=None, metadata=_meta(
         "token cache of test images, to report test accuracy", metavar="DIR"))
     head: str = field(default="attention", metadata=_meta(
-        "the convex head", choices=("mlp", "attention", "mixer", "fno", "bfno")))
+        "the convex head", choices=tuple(REGISTRY)))
     activation: str = field(default="linear", metadata=_meta(
         "linear, or gated ReLU with fixed gates", choices=("linear", "gated")))
     n_gates: int | None = field(default=None, metadata=_meta(
@@ -144,12 +148,6 @@ class FitConfig:
 def fit_features(config: FitConfig):
     """Solve the configured head on cached tokens and save it; returns (solution, test
     accuracy or None, path of the saved description)."""
-    from .features import load
-    from .heads import create
-    from .io import save_solution
-    from .problem import Problem
-    from .solvers import solve
-
     train = load(config.features)
     n_gates = config.n_gates if config.activation == "gated" else None
     head = create(config.head, config.activation, n_gates, config.seed, train.grid,
