@@ -123,3 +123,18 @@ class SelfAttention(Head):
             scores = scores * data["mask"][:, :, None]
         values = torch.einsum("ntl,grlo->ngrto", X, W2)  # (n, G, r, s, c)
         return torch.einsum("ngrat,ngrto->nao", scores, values)
+
+    def network_pooled(self, W1, W2, data):
+        X = data["X"]
+        if not self.gated:
+            # (1/s) 1ᵀ X W1 G W2 = x̄ᵀ W1 G W2: no s × s scores
+            a = torch.einsum("ni,grik->ngrk", X.mean(1), W1)  # (n, G, r, d)
+            a = torch.einsum("ngrk,nkl->ngrl", a, data["gram"])  # (n, G, r, d)
+            return torch.einsum("ngrl,grlo->no", a, W2)
+        if "key_queries" not in data:
+            return super().network_pooled(W1, W2, data)
+        # (1/s²) Σ_t (Q_j[t]ᵀ W1 x_t)(x_tᵀ W2) with Q_j[t] = Σ_a M_j[a,t] x_a
+        s = X.shape[1]
+        scores = torch.einsum("ngti,grik,ntk->ngrt", data["key_queries"], W1, X)  # (n, G, r, s)
+        pooled_values = torch.einsum("ngrt,ntl->ngrl", scores, X)  # (n, G, r, d)
+        return torch.einsum("ngrl,grlo->no", pooled_values, W2) / (s * s)

@@ -13,7 +13,8 @@ vec(W1_r) vec(W2_r)ᵀ to Z_g. Solvers, certificates and reports only use this s
 - the pooled map is linear in a per-block *pooled design* Φ (n, G, P): p_i = Σ_g Φ_{i,g}
   Z_g.reshape(P, q·p/P). Gated heads build Φ in ``lift`` when it fits ``DESIGN_BUDGET``
   (it turns each iteration into one batched product); otherwise they stay matrix-free;
-- ``network_tokens(W1, W2, data)``: the same outputs computed the way the network does;
+- ``network_tokens(W1, W2, data)``: the same outputs computed the way the network does, and
+  ``network_pooled`` their mean over tokens (heads override it with cheaper forms);
 - ``blocks_from_heads`` / ``heads_from_blocks``: the exact weight maps both ways;
 - ``network(heads_per_block)``: a :class:`HeadNetwork` (``torch.nn.Module``).
 """
@@ -154,6 +155,18 @@ class Head:
         W2 (G, r, *w2_shape)."""
         raise NotImplementedError
 
+    def network_pooled(self, W1: torch.Tensor, W2: torch.Tensor,
+                       data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean-pooled network outputs (n, c); heads override with cheaper forms."""
+        return self.network_tokens(W1, W2, data).mean(1)
+
+    def network_outputs(self, W1: torch.Tensor, W2: torch.Tensor,
+                        data: dict[str, torch.Tensor], pooled: bool) -> torch.Tensor:
+        """The network's outputs without intercept: (n, c) pooled or (n, s, c)."""
+        if pooled:
+            return self.network_pooled(W1, W2, data)
+        return self.network_tokens(W1, W2, data)
+
     # ----------------------------------------------------------- weight maps
     def vec_w1(self, W1: torch.Tensor) -> torch.Tensor:
         """(..., *w1_shape) → (..., p), row-major unless a head says otherwise."""
@@ -197,6 +210,30 @@ class Head:
             u = torch.cat([u, u.new_zeros(u.shape[0], pad, u.shape[2])], 1)
             v = torch.cat([v, v.new_zeros(v.shape[0], pad, v.shape[2])], 1)
         return self.unvec_w1(u), self.unvec_w2(v)
+
+    def balance(self, W1: torch.Tensor, W2: torch.Tensor, rtol: float = 0.0
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The balanced heads of the blocks Σ_r vec(W1_r) vec(W2_r)ᵀ, without forming them.
+
+        With QR factors Uᵀ = Q1 R1 (p × r) and Vᵀ = Q2 R2 (q × r) of the stacked heads,
+        Z_g = Q1 (R1 R2ᵀ) Q2ᵀ, so the SVD of the small r × r core A S Bᵀ gives Z_g's: heads
+        Q1 A √S and Q2 B √S (the :meth:`heads_from_blocks` split). Singular values ≤ ``rtol`` ·
+        max σ are dropped; blocks are padded with zero heads to the largest rank. Returns
+        (W1 (G, r', *w1_shape), W2 (G, r', *w2_shape), σ (G, k) of every block).
+        """
+        if W1.shape[1] == 0:
+            return W1, W2, W1.new_zeros(W1.shape[0], 0)
+        U = self.vec_w1(W1).transpose(1, 2)  # (G, p, r)
+        V = self.vec_w2(W2).transpose(1, 2)  # (G, q, r)
+        Q1, R1 = torch.linalg.qr(U)  # (G, p, k1), (G, k1, r)
+        Q2, R2 = torch.linalg.qr(V)  # (G, q, k2), (G, k2, r)
+        A, S, Bh = torch.linalg.svd(R1 @ R2.transpose(1, 2))  # (G,k1,k) (G,k) (G,k,k2)
+        keep = S > rtol * S.max().clamp_min(torch.finfo(S.dtype).tiny)  # (G, k)
+        r = int(keep.sum(1).max())
+        root = (S.sqrt() * keep)[:, :r]  # (G, r)
+        u = (Q1 @ A[:, :, :r] * root[:, None, :]).transpose(1, 2)  # (G, r, p)
+        v = (Q2 @ Bh[:, :r, :].transpose(1, 2) * root[:, None, :]).transpose(1, 2)  # (G, r, q)
+        return self.unvec_w1(u), self.unvec_w2(v), S
 
     def network(self, heads_per_block: int, fit_intercept: bool = True, pooled: bool = True,
                 seed: int = 0, scale: float = 0.1) -> "HeadNetwork":
@@ -257,9 +294,8 @@ class HeadNetwork(nn.Module):
         return self.head.network_tokens(self.W1, self.W2, self.head.lift(X, design=False))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        out = self.tokens(X)  # (n, s, c)
-        if self.pooled:
-            out = out.mean(1)  # (n, c)
+        data = self.head.lift(X, design=False)
+        out = self.head.network_outputs(self.W1, self.W2, data, self.pooled)  # (n, c)|(n, s, c)
         return out if self.intercept is None else out + self.intercept
 
     def weight_decay(self) -> torch.Tensor:

@@ -167,6 +167,16 @@ class BlockFNO(Head):
         out = torch.einsum("nbjrxy,bjro->nbxyo", hidden, W2.reshape(B, J, r, -1))
         return self._ungroup(out)
 
+    def network_pooled(self, W1, W2, data):
+        if self.gated:
+            return super().network_pooled(W1, W2, data)
+        # Σ_t X[t⊕u] = Σ_t X[t]: only the kernel's sum over shifts matters
+        B, r = self.groups, W1.shape[1]
+        X = data["X"]
+        xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
+        hidden = torch.einsum("nbk,brk->nbr", xbar, W1.sum(2))  # (n, B, r)
+        return torch.einsum("nbr,bro->nbo", hidden, W2).reshape(X.shape[0], self.c)
+
     # ---------------------------------------------- the paper's FFT form (Lemma 4.3)
     def spectral_weights(self, W1: torch.Tensor) -> torch.Tensor:
         """Per-frequency weights of the kernels W1 (G, r, s, d/B): conj(DFT₂(W1)),

@@ -83,3 +83,10 @@ class Mixer(Head):
         if self.gated:
             mixed = mixed * data["mask"][:, :, None]
         return torch.einsum("ngrak,grko->nao", mixed, W2)
+
+    def network_pooled(self, W1, W2, data):
+        if self.gated:
+            return super().network_pooled(W1, W2, data)
+        # (1/s) 1ᵀ W1 X W2 = w̄ᵀ X W2 with w̄ the query-mean of the token mixing
+        mixed = torch.einsum("grt,ntk->ngrk", W1.mean(2), data["X"])  # (n, G, r, d)
+        return torch.einsum("ngrk,grko->no", mixed, W2)

@@ -68,3 +68,9 @@ class MLP(Head):
         if self.gated:
             hidden = hidden * data["mask"][..., None]
         return torch.einsum("nsgr,grc->nsc", hidden, W2)
+
+    def network_pooled(self, W1, W2, data):
+        if self.gated:
+            return super().network_pooled(W1, W2, data)
+        hidden = torch.einsum("nd,grd->ngr", data["X"].mean(1), W1)  # (n, G, r)
+        return torch.einsum("ngr,grc->nc", hidden, W2)

@@ -9,6 +9,7 @@ import torch
 
 from ..problem import Problem
 from .certificate import Certificate, certify
+from .factorized import factorized
 from .fista import fista
 from .reference import solve_cvxpy
 from .solution import Checkpoint, ConvergenceWarning, Solution
@@ -16,12 +17,12 @@ from .solution import Checkpoint, ConvergenceWarning, Solution
 __all__ = ["solve", "certify", "Certificate", "Solution", "Checkpoint", "ConvergenceWarning",
            "METHODS"]
 
-METHODS = ("auto", "fista", "cvxpy")
+METHODS = ("auto", "fista", "factorized", "cvxpy")
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
           max_iter: int = 5000, init: "Solution | tuple[torch.Tensor, torch.Tensor] | None" = None,
-          verbose: bool = False) -> Solution:
+          verbose: bool = False, seed: int = 0) -> Solution:
     """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
 
     method: ``"fista"`` (accelerated proximal gradient with the gap as stopping rule),
@@ -45,6 +46,9 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
     if method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
+    if method == "factorized":
+        return factorized(problem, tol=tol, max_iter=int(max_iter),
+                          init=_heads_init(problem, init), seed=seed, verbose=verbose)
     if isinstance(init, Solution):
         init = (init.blocks, init.intercept)
     if init is not None:
@@ -55,3 +59,20 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
                              f"{tuple(init[1].shape)}")
         init = (init[0].to(Z0), init[1].to(b0))
     return fista(problem, tol=tol, max_iter=int(max_iter), init=init, verbose=verbose)
+
+
+def _heads_init(problem: Problem, init):
+    """``init`` for the factorized solver: heads (W1, W2, b) from a Solution or from (Z, b)."""
+    if init is None:
+        return None
+    if isinstance(init, Solution):
+        if init.heads is not None:
+            return (*init.heads, init.intercept)
+        init = (init.blocks, init.intercept)
+    Z0, b0 = problem.zeros()
+    if tuple(init[0].shape) != tuple(Z0.shape) or tuple(init[1].shape) != tuple(b0.shape):
+        raise ValueError(f"init: expected blocks {tuple(Z0.shape)} and intercept "
+                         f"{tuple(b0.shape)}, got {tuple(init[0].shape)} and "
+                         f"{tuple(init[1].shape)}")
+    W1, W2 = problem.head.heads_from_blocks(init[0].to(Z0))
+    return W1, W2, init[1].to(b0)

@@ -134,7 +134,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
             f"tol {tol:.1e}: neither bound moved in {_PATIENCE} checks, the limit of "
             f"{Z.dtype} on this problem; loosen tol (the objective itself is much closer to "
             "the optimum than the gap)", ConvergenceWarning, stacklevel=3)
-    return Solution(problem=problem, blocks=best_Z, intercept=best.intercept,
+    return Solution(problem=problem, dense=best_Z, intercept=best.intercept,
                     objective=best.objective, lower_bound=lower, gap=gap, status=status,
                     method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
                     certificate=best.method, history=tuple(history))

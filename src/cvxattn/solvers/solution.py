@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
@@ -38,10 +39,17 @@ class FittedBlocks:
     ``loss_name`` and ``fit_intercept``.
     """
 
+    heads = None  # (W1, W2) when fitted as a network: blocks are then formed only on demand
+
     @property
     def ranks(self) -> torch.Tensor:
         """Rank of each block Z_g, (G,)."""
-        S = torch.linalg.svdvals(self.blocks)  # (G, k)
+        if self.heads is not None:
+            S = self.head.balance(*self.heads)[2]  # (G, k), from the heads without forming Z
+        else:
+            S = torch.linalg.svdvals(self.blocks)  # (G, k)
+        if S.numel() == 0:
+            return torch.zeros(S.shape[0], dtype=torch.int64)
         return (S > RANK_RTOL * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum(1)
 
     @property
@@ -55,12 +63,14 @@ class FittedBlocks:
         X = as_tokens(X, "X", self.blocks.dtype, self.blocks.device)
         if X.shape[1:] != (s, d):
             raise ValueError(f"X: expected tokens of shape (n, {s}, {d}), got {tuple(X.shape)}")
-        data = self.head.lift(X)
         with torch.no_grad():
-            if self.pooled:
-                out = self.head.pooled(self.blocks, data)
+            if self.heads is not None:  # the network: cheaper than Z when the rank is low
+                data = self.head.lift(X, design=False)
+                out = self.head.network_outputs(*self.heads, data, self.pooled)
+            elif self.pooled:
+                out = self.head.pooled(self.blocks, self.head.lift(X))
             else:
-                out = self.head.tokens(self.blocks, data)
+                out = self.head.tokens(self.blocks, self.head.lift(X))
         return out + self.intercept
 
     def predict(self, X) -> torch.Tensor:
@@ -71,7 +81,13 @@ class FittedBlocks:
     def to_network(self) -> HeadNetwork:
         """The network with exactly these outputs: balanced heads from the SVD of each block,
         so that mean loss + β · weight_decay equals ``objective``."""
-        W1, W2 = self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
+        if self.heads is not None:
+            W1, W2, _ = self.head.balance(*self.heads, rtol=RANK_RTOL)
+            if W1.shape[1] == 0:  # Z = 0: one zero head per block, as heads_from_blocks gives
+                W1 = W1.new_zeros((W1.shape[0], 1, *self.head.w1_shape))
+                W2 = W2.new_zeros((W2.shape[0], 1, *self.head.w2_shape))
+        else:
+            W1, W2 = self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
         intercept = self.intercept.clone() if self.fit_intercept else None
         return HeadNetwork(self.head, W1, W2, intercept, self.pooled)
 
@@ -80,14 +96,15 @@ class FittedBlocks:
 class Solution(FittedBlocks):
     """A solved :class:`~cvxattn.Problem`.
 
-    ``objective`` P(Z, b) of the returned point, ``lower_bound`` a certified D ≤ P*, ``gap`` =
+    The point is stored as dense blocks (FISTA, CVXPY) or as the network's balanced heads
+    ``heads`` = (W1, W2) (factorized); ``blocks`` works for both. ``objective`` P(Z, b) of the
+    returned point, ``lower_bound`` a certified D ≤ P*, ``gap`` =
     (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is ``"optimal"`` (gap ≤ tol), ``"max_iter"``
     (the run stopped first: raise ``max_iter``, loosen ``tol`` or increase β) or
     ``"stalled"`` (the bounds stopped moving at the floating-point limit: loosen ``tol``).
     """
 
     problem: Problem = field(repr=False)
-    blocks: torch.Tensor  # Z (G, p, q)
     intercept: torch.Tensor  # b (c,)
     objective: float
     lower_bound: float
@@ -98,6 +115,20 @@ class Solution(FittedBlocks):
     seconds: float
     certificate: str  # how the dual norms were computed
     history: tuple[Checkpoint, ...] = field(default=(), repr=False)
+    dense: torch.Tensor | None = field(default=None, repr=False)  # Z (G, p, q) if solved so
+    heads: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if (self.dense is None) == (self.heads is None):
+            raise ValueError("Solution: expected exactly one of dense blocks or heads")
+
+    @cached_property
+    def blocks(self) -> torch.Tensor:
+        """The convex blocks Z (G, p, q); formed from the heads on first use when the solver
+        worked on the network (``method="factorized"``), which can be large."""
+        if self.dense is not None:
+            return self.dense
+        return self.head.blocks_from_heads(*self.heads)
 
     @property
     def head(self):

@@ -1,0 +1,290 @@
+"""Factorized (Burer–Monteiro) solving with a certificate, SPEC.md §4.
+
+The variables are the network's heads: Z_g = Σ_r vec(W1_{g,r}) vec(W2_{g,r})ᵀ. The solver
+minimizes the network's objective
+
+    F(W1, W2, b) = (1/n) Σ_i ℓ(net_i(W1, W2) + b, y_i) + (β/2) (‖W1‖² + ‖W2‖²)
+
+with full-batch L-BFGS (strong Wolfe line search; the passes over the data go in chunks of
+samples, :mod:`.passes`). F has the convex optimum as its global minimum once every block has
+enough heads, and F ≥ P(Z, b) always. Every ``check_every`` iterations:
+
+1. certificate: refit the intercept b*, take λ_i = ∇ℓ(p_i + b*), estimate σ_g = ‖M_g‖_op of every
+   gradient block M_g = (1/n) Σ_i A_{i,g}ᵀ λ_i by block Lanczos through probe heads
+   (:class:`.krylov.KrylovNorm`), and evaluate P(Z, b*) (nuclear norms from the heads, without
+   forming Z) and the dual value D(θΛ) with θ = min(1, β / max_g σ_g). The relative bound of
+   Sahiner et al. (2023, Thm 3.4), (max_g σ_g / β − 1)_+, is recorded too.
+2. rank growth: in every block with σ_g > β, the top singular pair (u_g, v_g) of M_g gives the
+   descent direction −u_g v_gᵀ (slope β − σ_g < 0 per unit of nuclear norm); it is added as a new
+   head (−√t_g u_g, √t_g v_g) with t_g ∝ σ_g − β and one exact line search on the common scale.
+3. pruning: heads are re-balanced (SVD of the small core of each block) and those whose
+   singular value fell below ``prune_rtol`` · max are dropped.
+
+The run stops when the gap, computed with spectral norms that hold with probability ≥ 1 − δ
+(Kuczyński–Woźniakowski bound, :mod:`.krylov`), is ≤ ``tol``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..problem import Problem
+from .certificate import relative_gap
+from .krylov import KrylovNorm
+from .passes import NetworkPasses
+from .solution import Checkpoint, ConvergenceWarning, Solution
+
+__all__ = ["factorized"]
+
+_ESTIMATE_STEPS = 30  # Lanczos steps at most for an intermediate (estimated) certificate
+_ESTIMATE_RTOL = 1e-4  # ... stopped once no σ_g moves by more than this between steps
+_STRICT_STEPS = 2000  # Lanczos steps at most for the final certificate
+_PATIENCE = 5  # checks without progress before the run counts as stalled
+_NOVELTY = 0.1  # a top singular pair this far outside the heads' span becomes a new head
+
+
+@dataclass
+class _Check:
+    """One certificate of the heads (W1, W2) with the intercept refitted."""
+
+    objective: float  # P(Z, b*)
+    estimate: float  # D(θΛ) with θ from the Lanczos estimates σ̂ (not a proven bound)
+    lower_bound: float  # D(θΛ) with θ from σ̂/√(1 − ε): ≤ P* with probability ≥ 1 − δ
+    intercept: torch.Tensor  # b*
+    sigmas: torch.Tensor  # σ̂_g (G,)
+    epsilon: float
+    exact: bool  # the Krylov basis spanned the block: σ̂ exact, lower_bound deterministic
+    steps: int
+    outputs: torch.Tensor  # network outputs without intercept
+    top: tuple[torch.Tensor, torch.Tensor]  # top singular pairs (u (G, p), v (G, q))
+
+    @property
+    def estimated_gap(self) -> float:
+        return relative_gap(self.objective, self.estimate)
+
+
+def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, delta: float,
+           strict_tol: float | None) -> _Check:
+    """Certificate at (W1, W2). Estimated only (``strict_tol=None``: Lanczos until the σ̂ settle),
+    or extended until the gap with the probabilistic bound on the spectral norms is ≤
+    ``strict_tol``, the basis spans the block, or ``_STRICT_STEPS``."""
+    head, loss, beta = problem.head, problem.loss, problem.beta
+    with torch.no_grad():
+        raw = passes.outputs(W1, W2)
+        b = loss.fit_intercept(raw, problem.y, b) if problem.fit_intercept else torch.zeros_like(b)
+        nuclear = float(head.balance(W1, W2)[2].sum())
+        objective = float(loss.value(raw + b, problem.y)) + beta * nuclear
+        duals = loss.gradient(raw + b, problem.y)  # λ_i (n, c)
+    krylov = KrylovNorm(lambda V: passes.forward(duals, V), lambda U: passes.backward(duals, U),
+                        (head.n_blocks, *head.block_shape), dtype=raw.dtype, device=raw.device,
+                        warm=warm, seed=seed)
+
+    def dual_value(sigmas: torch.Tensor) -> float:
+        largest = float(sigmas.max())
+        theta = 1.0 if largest <= beta else beta / largest
+        with torch.no_grad():
+            return float(loss.dual_value(theta * duals, problem.y))
+
+    def proven() -> float:
+        epsilon = krylov.epsilon(delta)
+        return dual_value(krylov.values / math.sqrt(1.0 - epsilon)) if epsilon < 1 else -math.inf
+
+    previous = None
+    while not krylov.exact and krylov.steps < _ESTIMATE_STEPS:
+        sigmas = krylov.step()
+        if previous is not None and bool(((sigmas - previous).abs()
+                                          <= _ESTIMATE_RTOL * sigmas.max()).all()):
+            break
+        previous = sigmas.clone()
+    lower = -math.inf
+    if krylov.exact or strict_tol is not None:
+        lower = proven()
+        while (strict_tol is not None and relative_gap(objective, lower) > strict_tol
+               and not krylov.exact and krylov.steps < _STRICT_STEPS):
+            for _ in range(10):
+                krylov.step()
+            lower = proven()
+    return _Check(objective, dual_value(krylov.values), lower, b, krylov.values,
+                  krylov.epsilon(delta), krylov.exact, krylov.steps, raw, krylov.vectors())
+
+
+def _grow(problem: Problem, passes: NetworkPasses, W1, W2, check: _Check):
+    """Add the top singular pair of −M_g as a head in every block with σ_g > β, scaled by an
+    exact line search; returns the new (W1, W2) or None when no block qualifies."""
+    head, loss, beta = problem.head, problem.loss, problem.beta
+    excess = (check.sigmas - beta).clamp_min(0)  # (G,)
+    u, v = check.top  # (G, p), (G, q)
+    if W1.shape[1]:
+        # a violation inside the span of the present heads is L-BFGS's to fix, not a new head
+        excess = excess * (_novelty(head.vec_w1(W1), u).maximum(_novelty(head.vec_w2(W2), v))
+                           > _NOVELTY)
+    if not bool((excess > 0).any()):
+        return None
+    weights = excess / excess.max()  # t_g = t · w_g
+    new1 = head.unvec_w1(-(u * weights.sqrt()[:, None]))[:, None]  # (G, 1, *w1_shape)
+    new2 = head.unvec_w2(v * weights.sqrt()[:, None])[:, None]  # (G, 1, *w2_shape)
+    with torch.no_grad():
+        delta = passes.outputs(new1, new2)  # outputs of the new heads at t = 1
+        base = check.outputs + check.intercept
+    total = float(weights.sum())
+
+    def slope(t: float) -> float:  # φ'(t) for φ(t) = f(p + tΔ) + β t Σ w_g
+        tt = torch.tensor(t, dtype=base.dtype, device=base.device, requires_grad=True)
+        with torch.enable_grad():
+            value = loss.value(base + tt * delta, problem.y)
+            return float(torch.autograd.grad(value, tt)[0]) + beta * total
+
+    if slope(0.0) >= 0:  # the Ritz pair was not accurate enough to descend
+        return None
+    low, high = 0.0, 1.0
+    while slope(high) < 0 and high < 1e12:
+        low, high = high, 2.0 * high
+    for _ in range(60):  # bisection on the monotone slope of the convex φ
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if slope(mid) < 0 else (low, mid)
+    t = math.sqrt(0.5 * (low + high))
+    return torch.cat([W1, t * new1], 1), torch.cat([W2, t * new2], 1)
+
+
+def _novelty(heads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """‖(I − P) x_g‖ for unit x_g (G, p) and P the projector on the span of heads (G, r, p)."""
+    Q, _ = torch.linalg.qr(heads.transpose(1, 2))  # (G, p, r)
+    inside = (Q @ (Q.transpose(1, 2) @ x[:, :, None]))[:, :, 0]  # (G, p)
+    return (x - inside).norm(dim=1)
+
+
+def _lbfgs(params, history_size: int, max_iter: int) -> torch.optim.LBFGS:
+    return torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=history_size,
+                             line_search_fn="strong_wolfe", tolerance_grad=0.0,
+                             tolerance_change=0.0)
+
+
+def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
+               init: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               check_every: int = 20, history_size: int = 20, chunk_size: int | None = None,
+               cache: bool = True, delta: float = 1e-3, prune_rtol: float = 1e-8, seed: int = 0,
+               verbose: bool = False) -> Solution:
+    """Solve ``problem`` over the network's heads until the certified relative gap is ≤ ``tol``.
+
+    ``init``: heads and intercept (W1 (G, r, *w1_shape), W2 (G, r, *w2_shape), b (c,)) to start
+    from (default: no heads; the first check grows them from the gradient at Z = 0).
+    ``max_iter`` counts L-BFGS iterations. ``delta``: failure probability of the final
+    certificate's spectral norms. ``seed`` fixes the random Lanczos starts: the same seed gives
+    the same result.
+    """
+    start_time = time.perf_counter()
+    head, beta = problem.head, problem.beta
+    G = head.n_blocks
+    like = problem.X
+    if init is None:
+        W1 = like.new_zeros((G, 0, *head.w1_shape))
+        W2 = like.new_zeros((G, 0, *head.w2_shape))
+        b = like.new_zeros(problem.c)
+    else:
+        W1, W2, b = (t.detach().to(like).clone() for t in init)
+    passes = NetworkPasses(problem, chunk_size, cache)
+
+    history: list[Checkpoint] = []
+    best: _Check | None = None
+    best_heads = (W1, W2)
+    lower = -math.inf
+    certified_by: _Check | None = None  # the check that gave the best lower bound
+    n_iter, n_checks, strict_checks = 0, 0, 0
+    warm = None
+    status = "max_iter"
+    optimizer = None
+    while True:
+        check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, None)
+        n_checks += 1
+        if check.estimated_gap <= tol and not check.exact:
+            # looks optimal: certify with the probabilistic bound on the spectral norms
+            check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, tol)
+            n_checks += 1
+            strict_checks += 1
+        warm = check.top[1] if head.block_shape[1] <= head.block_shape[0] else check.top[0]
+        if best is None or check.objective < best.objective:
+            best, best_heads = check, (W1, W2)
+        if check.lower_bound > lower:
+            lower, certified_by = check.lower_bound, check
+        gap = relative_gap(best.objective, lower)
+        history.append(Checkpoint(n_iter, time.perf_counter() - start_time, check.objective,
+                                  lower, gap))
+        if verbose:
+            ratio = float(check.sigmas.max()) / beta
+            print(f"  factorized {n_iter:6d}  heads={W1.shape[1]:3d}  P={check.objective:.10e}"
+                  f"  gap={gap:.2e} (estimated {check.estimated_gap:.2e})  max σ/β={ratio:.6f}"
+                  f"  lanczos={check.steps}")
+        if gap <= tol:
+            status = "optimal"
+            break
+        if n_iter >= max_iter:
+            break
+        if _no_progress(history, torch.finfo(like.dtype).eps):
+            status = "stalled"
+            break
+        grown = _grow(problem, passes, W1, W2, check)
+        if grown is not None or optimizer is None:
+            if grown is not None:
+                W1, W2, _ = head.balance(*grown, rtol=prune_rtol)
+            b = check.intercept
+            params = [W1.contiguous().clone().requires_grad_(True),
+                      W2.contiguous().clone().requires_grad_(True),
+                      b.clone().requires_grad_(problem.fit_intercept)]
+            optimizer = _lbfgs(params, history_size, check_every)
+
+        def closure():
+            value, g1, g2, gb = passes.loss_and_gradient(*params)
+            value = value + 0.5 * beta * (params[0].detach().pow(2).sum()
+                                          + params[1].detach().pow(2).sum())
+            params[0].grad = g1 + beta * params[0].detach()
+            params[1].grad = g2 + beta * params[1].detach()
+            params[2].grad = gb
+            return value
+
+        before = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+        optimizer.step(closure)
+        n_iter += max(1, optimizer.state[optimizer._params[0]].get("n_iter", 0) - before)
+        W1, W2, b = (p.detach().clone() for p in params)
+
+    # the returned heads: balanced, pruned, with the certificate's intercept
+    W1, W2, _ = head.balance(*best_heads, rtol=prune_rtol)
+    if status == "max_iter":
+        warnings.warn(
+            f"factorized solver stopped after {n_iter} L-BFGS iterations with relative "
+            f"duality gap {gap:.2e} > tol {tol:.1e}; raise max_iter, loosen tol, or increase "
+            "beta", ConvergenceWarning, stacklevel=3)
+    elif status == "stalled":
+        warnings.warn(
+            f"factorized solver stalled after {n_iter} L-BFGS iterations at relative duality "
+            f"gap {gap:.2e} > tol {tol:.1e}: the objective stopped decreasing; loosen tol or "
+            "use method='fista' on a problem this small", ConvergenceWarning, stacklevel=3)
+    if certified_by is None:
+        how = "none: no check reached a proven bound (raise max_iter)"
+    elif certified_by.exact:
+        how = (f"block Lanczos via probe heads, {certified_by.steps} steps; exact (the Krylov "
+               "basis spans every block)")
+    else:
+        how = (f"block Lanczos via probe heads, {certified_by.steps} steps from random starts; "
+               f"σ_g ≤ σ̂_g/√(1−ε), ε = {certified_by.epsilon:.2e}, with probability ≥ "
+               f"{1 - delta * strict_checks:.4g} (Kuczyński–Woźniakowski bound, union over "
+               f"blocks and {strict_checks} certificate(s))")
+    return Solution(problem=problem, intercept=best.intercept, objective=best.objective,
+                    lower_bound=lower, gap=relative_gap(best.objective, lower), status=status,
+                    method="factorized", n_iter=n_iter,
+                    seconds=time.perf_counter() - start_time, certificate=how,
+                    history=tuple(history), heads=(W1, W2))
+
+
+def _no_progress(history: list[Checkpoint], eps: float) -> bool:
+    """True when the best objective has not improved beyond rounding over ``_PATIENCE``
+    checks."""
+    if len(history) <= _PATIENCE:
+        return False
+    best_then = min(h.objective for h in history[:-_PATIENCE])
+    best_now = min(h.objective for h in history)
+    return best_then - best_now <= 100 * eps * abs(best_now)
