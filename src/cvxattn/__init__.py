@@ -9,8 +9,8 @@ duality-gap certificate.
 from . import heads
 from .estimator import ConvexHeadClassifier
 from .problem import Problem
-from .solvers import ConvergenceWarning, Solution, certify, solve
+from .solvers import ConvergenceWarning, MemoryBudgetError, Solution, certify, solve
 
 __all__ = ["heads", "Problem", "solve", "certify", "Solution", "ConvergenceWarning",
-           "ConvexHeadClassifier"]
+           "MemoryBudgetError", "ConvexHeadClassifier"]
 __version__ = "0.1.0"

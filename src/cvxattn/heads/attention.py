@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head
+from .base import Head, HeadCost
 
 __all__ = ["SelfAttention"]
 
@@ -52,7 +52,7 @@ class SelfAttention(Head):
 
     # W1 enters Z column-major: vec_col(W1)[k·d + i] = W1[i, k].
     def vec_w1(self, W1):
-        return W1.transpose(-1, -2).reshape(*W1.shape[:-2], -1)
+        return W1.transpose(-1, -2).reshape(*W1.shape[:-2], self.d * self.d)
 
     def unvec_w1(self, u):
         return u.reshape(*u.shape[:-1], self.d, self.d).transpose(-1, -2)
@@ -138,3 +138,28 @@ class SelfAttention(Head):
         scores = torch.einsum("ngti,grik,ntk->ngrt", data["key_queries"], W1, X)  # (n, G, r, s)
         pooled_values = torch.einsum("ngrt,ntl->ngrl", scores, X)  # (n, G, r, d)
         return torch.einsum("ngrl,grlo->no", pooled_values, W2) / (s * s)
+
+    def cost(self, heads_per_block, pooled=True):
+        s, d, c = self.dims
+        heads = self.n_blocks * heads_per_block  # G·r
+        # token-level network: X W1 (s·d), scores (s²) and values (s·c) per head
+        tokens = 3 * heads * (s * d + s * s + s * c) + 2 * s * c
+        tokens_flops = 4 * heads * (s * d * d + s * s * d + s * s * c + s * d * c)
+        if not self.gated:
+            if pooled:  # x̄ᵀ W1 G W2
+                net, net_flops = 3 * heads * d + 2 * c, 4 * heads * (2 * d * d + d * c)
+            else:
+                net, net_flops = tokens, tokens_flops
+            return HeadCost(lift=d * d, design=0, map=3 * d * c + s * c,
+                            map_flops=4 * d ** 3 * c + 2 * s * d * d, network=net,
+                            network_flops=net_flops + 2 * s * d * d)
+        m = self.n_gates
+        if pooled:  # key-side sums: (Q_j[t]ᵀ W1) x_t, then Σ_t scores x_t W2
+            net = 3 * heads * (s * d + s + d) + 2 * c
+            net_flops = 4 * heads * (s * d * d + 2 * s * d + d * c)
+        else:
+            net, net_flops = tokens, tokens_flops
+        return HeadCost(lift=m * s * s + m * s * d, design=m * d ** 3,
+                        map=s * d * d + 3 * m * s * d * c,
+                        map_flops=4 * m * s * d ** 3 * c + 2 * m * s * s * d, network=net,
+                        network_flops=net_flops + 2 * m * s * s * d)

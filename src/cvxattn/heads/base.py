@@ -22,6 +22,8 @@ vec(W1_r) vec(W2_r)ᵀ to Z_g. Solvers, certificates and reports only use this s
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -29,7 +31,7 @@ from torch import nn
 
 from .gates import check_gates, sample_gates
 
-__all__ = ["Head", "HeadNetwork"]
+__all__ = ["Head", "HeadNetwork", "HeadCost"]
 
 ACTIVATIONS = ("linear", "gated")
 
@@ -37,11 +39,27 @@ ACTIVATIONS = ("linear", "gated")
 DESIGN_BUDGET = 2**26
 
 
+@dataclass(frozen=True)
+class HeadCost:
+    """Per-sample cost model of a head's passes: sizes in numbers (multiply by the dtype's
+    bytes), flops of one forward + adjoint pass. Estimates of the largest intermediates, used to
+    choose a solver and a chunk size before anything is allocated; not exact counts."""
+
+    lift: int  # lift(X, design=False), X itself not included
+    design: int  # the pooled design Φ, when a gated head builds it
+    map: int  # intermediates of the convex map and its adjoint (FISTA, certificate)
+    map_flops: int
+    network: int  # intermediates of the network with r heads per block, forward + backward
+    network_flops: int
+
+
 class Head:
     """Base class of the convex heads; see the module docstring for the protocol."""
 
     name: ClassVar[str] = ""
     default_n_gates: ClassVar[int] = 5
+    # the pooled design Φ has one row per block row (P = p): the network can run on it
+    network_design: ClassVar[bool] = False
 
     def __init__(self, activation: str = "linear", n_gates: int | None = None, gates=None,
                  seed: int = 0):
@@ -155,10 +173,42 @@ class Head:
         W2 (G, r, *w2_shape)."""
         raise NotImplementedError
 
+    def cost(self, heads_per_block: int, pooled: bool = True) -> HeadCost:
+        """The cost model per sample (see :class:`HeadCost`) with r = ``heads_per_block``.
+
+        This default, for heads without their own model, counts a token-level product per
+        block and per head; the heads of SPEC.md §2 override it with their exact shapes.
+        """
+        s, d, c = self.dims
+        G, (p, q) = self.n_blocks, self.block_shape
+        heads = G * heads_per_block
+        return HeadCost(lift=s * d, design=0, map=3 * G * s * (d + c),
+                        map_flops=4 * G * s * p * q // max(min(p, q), 1),
+                        network=3 * heads * s * (d + c) + 2 * s * c,
+                        network_flops=4 * heads * s * (p + q))
+
+    @staticmethod
+    def _fft_flops(size: int) -> int:
+        """≈ 5 N log₂ N real operations for a complex FFT of N points (2.5 for real input)."""
+        return int(2.5 * size * max(math.log2(max(size, 2)), 1.0))
+
     def network_pooled(self, W1: torch.Tensor, W2: torch.Tensor,
                        data: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean-pooled network outputs (n, c); heads override with cheaper forms."""
-        return self.network_tokens(W1, W2, data).mean(1)
+        """Mean-pooled network outputs (n, c); heads override with cheaper forms.
+
+        Heads whose design rows match the blocks' rows (``network_design``: gated MLP, FNO and
+        B-FNO, P = p) use Φ when ``lift`` built it: p = Σ_g Σ_r (Φ_g vec(W1_{g,r})) vec(W2_{g,r}),
+        summed within each output group.
+        """
+        design = data.get("design")
+        if design is None or not self.network_design:
+            return self.network_tokens(W1, W2, data).mean(1)
+        design = design.reshape(design.shape[0], self.n_blocks, -1)  # (n, G, P)
+        hidden = torch.einsum("ngp,grp->ngr", design, self.vec_w1(W1))  # (n, G, r)
+        out = torch.einsum("ngr,grq->ngq", hidden, self.vec_w2(W2))  # (n, G, q)
+        n, G, q = out.shape
+        groups = self.c // q  # blocks are ordered group-major, each group owns q outputs
+        return out.reshape(n, groups, G // groups, q).sum(2).reshape(n, self.c)
 
     def network_outputs(self, W1: torch.Tensor, W2: torch.Tensor,
                         data: dict[str, torch.Tensor], pooled: bool) -> torch.Tensor:
@@ -170,13 +220,13 @@ class Head:
     # ----------------------------------------------------------- weight maps
     def vec_w1(self, W1: torch.Tensor) -> torch.Tensor:
         """(..., *w1_shape) → (..., p), row-major unless a head says otherwise."""
-        return W1.reshape(*W1.shape[: W1.ndim - len(self.w1_shape)], -1)
+        return W1.reshape(*W1.shape[: W1.ndim - len(self.w1_shape)], math.prod(self.w1_shape))
 
     def unvec_w1(self, u: torch.Tensor) -> torch.Tensor:
         return u.reshape(*u.shape[:-1], *self.w1_shape)
 
     def vec_w2(self, W2: torch.Tensor) -> torch.Tensor:
-        return W2.reshape(*W2.shape[: W2.ndim - len(self.w2_shape)], -1)
+        return W2.reshape(*W2.shape[: W2.ndim - len(self.w2_shape)], math.prod(self.w2_shape))
 
     def unvec_w2(self, v: torch.Tensor) -> torch.Tensor:
         return v.reshape(*v.shape[:-1], *self.w2_shape)

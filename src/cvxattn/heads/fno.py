@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .base import Head
+from .base import Head, HeadCost
 
 __all__ = ["FNO", "BlockFNO"]
 
@@ -36,6 +36,7 @@ class BlockFNO(Head):
 
     name = "bfno"
     default_n_gates = 5
+    network_design = True
 
     def __init__(self, groups: int = 5, grid: tuple[int, int] | None = None,
                  activation: str = "linear", n_gates: int | None = None, gates=None,
@@ -176,6 +177,22 @@ class BlockFNO(Head):
         xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
         hidden = torch.einsum("nbk,brk->nbr", xbar, W1.sum(2))  # (n, B, r)
         return torch.einsum("nbr,bro->nbo", hidden, W2).reshape(X.shape[0], self.c)
+
+    def cost(self, heads_per_block, pooled=True):
+        s, d, c = self.dims
+        B, G = self.groups, self.n_blocks
+        heads = G * heads_per_block
+        spectrum = 2 * s * d  # rfft2 of the tokens (complex halves, with padding)
+        # per head: a kernel spectrum, the correlation (complex) and its inverse FFT, masked
+        net = 6 * heads * s + 2 * s * c
+        net_flops = heads * (8 * s * d // B + 2 * self._fft_flops(s) + 4 * s * c // B)
+        if not self.gated and pooled:
+            net, net_flops = 3 * heads + 2 * c + d, 4 * heads * (d + c) // B + s * d
+        mask = G * s if self.gated else 0
+        return HeadCost(lift=spectrum + mask, design=G * s * d // B if self.gated else 0,
+                        map=4 * G * s * c // B + 2 * s * c,
+                        map_flops=8 * G * s * d * c // (B * B) + G * self._fft_flops(s) * c // B,
+                        network=net, network_flops=net_flops + self._fft_flops(s) * d)
 
     # ---------------------------------------------- the paper's FFT form (Lemma 4.3)
     def spectral_weights(self, W1: torch.Tensor) -> torch.Tensor:

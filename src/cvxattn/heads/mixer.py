@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head
+from .base import Head, HeadCost
 
 __all__ = ["Mixer"]
 
@@ -90,3 +90,21 @@ class Mixer(Head):
         # (1/s) 1ᵀ W1 X W2 = w̄ᵀ X W2 with w̄ the query-mean of the token mixing
         mixed = torch.einsum("grt,ntk->ngrk", W1.mean(2), data["X"])  # (n, G, r, d)
         return torch.einsum("ngrk,grko->no", mixed, W2)
+
+    def cost(self, heads_per_block, pooled=True):
+        s, d, c = self.dims
+        heads = self.n_blocks * heads_per_block
+        mixed = 3 * heads * s * d + 2 * s * c  # W1 X per head, then the outputs
+        mixed_flops = 4 * heads * (s * s * d + s * d * c)
+        if not self.gated:
+            if pooled:  # w̄ᵀ X W2
+                net, net_flops = 3 * heads * d + 2 * c, 4 * heads * (s * d + d * c)
+            else:
+                net, net_flops = mixed, mixed_flops
+            return HeadCost(lift=0, design=0, map=s * d + 3 * s * c,
+                            map_flops=4 * s * d * c * (1 if pooled else s), network=net,
+                            network_flops=net_flops)
+        m = self.n_gates
+        return HeadCost(lift=m * s * d, design=m * s * s * d, map=3 * m * s * d * c,
+                        map_flops=4 * m * s * s * d * c, network=mixed,
+                        network_flops=mixed_flops + 2 * m * s * s * d)

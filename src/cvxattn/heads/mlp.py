@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head
+from .base import Head, HeadCost
 
 __all__ = ["MLP"]
 
@@ -25,6 +25,7 @@ class MLP(Head):
 
     name = "mlp"
     default_n_gates = 100
+    network_design = True
 
     def gate_shape(self):
         return (-1, self.d)
@@ -74,3 +75,16 @@ class MLP(Head):
             return super().network_pooled(W1, W2, data)
         hidden = torch.einsum("nd,grd->ngr", data["X"].mean(1), W1)  # (n, G, r)
         return torch.einsum("ngr,grc->nc", hidden, W2)
+
+    def cost(self, heads_per_block, pooled=True):
+        s, d, c = self.dims
+        hidden = self.n_blocks * heads_per_block  # G·r hidden units
+        if not self.gated:
+            net = 2 * hidden + c if pooled else 2 * s * (hidden + c)
+            net_flops = 4 * hidden * (d + c) if pooled else 4 * s * hidden * (d + c)
+            return HeadCost(lift=0, design=0, map=s * c + d, map_flops=4 * d * c * (1 if pooled
+                            else s), network=net, network_flops=net_flops + s * d)
+        m = self.n_gates
+        return HeadCost(lift=s * m, design=m * d, map=3 * s * m * c,
+                        map_flops=4 * s * m * d * c, network=3 * s * hidden + 2 * s * c,
+                        network_flops=4 * s * hidden * (d + c))

@@ -11,23 +11,31 @@ from ..problem import Problem
 from .certificate import Certificate, certify
 from .factorized import factorized
 from .fista import fista
+from .memory import MemoryBudgetError, Plan, plan
 from .reference import solve_cvxpy
 from .solution import Checkpoint, ConvergenceWarning, Solution
 
 __all__ = ["solve", "certify", "Certificate", "Solution", "Checkpoint", "ConvergenceWarning",
-           "METHODS"]
+           "METHODS", "MemoryBudgetError", "Plan", "plan"]
 
 METHODS = ("auto", "fista", "factorized", "cvxpy")
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
           max_iter: int = 5000, init: "Solution | tuple[torch.Tensor, torch.Tensor] | None" = None,
-          verbose: bool = False, seed: int = 0) -> Solution:
+          verbose: bool = False, seed: int = 0, memory_budget: float | None = None
+          ) -> Solution:
     """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
 
-    method: ``"fista"`` (accelerated proximal gradient with the gap as stopping rule),
+    method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"factorized"``
+    (L-BFGS on the network's heads with rank growth; never forms Z; chunked passes),
     ``"cvxpy"`` (generic conic solver, small problems only: a reference), or ``"auto"``
-    (FISTA). ``init``: a previous Solution or (Z, b) to warm-start FISTA.
+    (FISTA while its dense blocks are small and fit in memory, else factorized; see
+    :func:`cvxattn.solvers.plan`). ``init``: a previous Solution or (Z, b) to warm-start.
+    ``max_iter`` counts iterations (L-BFGS iterations for the factorized solver).
+    ``memory_budget``: bytes the solve may use (default 60% of the memory available now); a
+    request whose estimated peak exceeds it raises :class:`MemoryBudgetError` before
+    allocating. ``seed`` fixes the factorized solver's random Lanczos starts.
 
     >>> import numpy as np, cvxattn as ca
     >>> rng = np.random.default_rng(0)
@@ -44,11 +52,14 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
-    if method == "cvxpy":
+    chosen = plan(problem, method, memory_budget)
+    if chosen.method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
-    if method == "factorized":
+    if chosen.method == "factorized":
         return factorized(problem, tol=tol, max_iter=int(max_iter),
-                          init=_heads_init(problem, init), seed=seed, verbose=verbose)
+                          init=_heads_init(problem, init), seed=seed,
+                          chunk_size=chosen.chunk_size, cache=chosen.cache,
+                          krylov_steps=chosen.krylov_steps, verbose=verbose)
     if isinstance(init, Solution):
         init = (init.blocks, init.intercept)
     if init is not None:

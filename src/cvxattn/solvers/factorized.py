@@ -37,14 +37,14 @@ from ..problem import Problem
 from .certificate import relative_gap
 from .krylov import KrylovNorm
 from .passes import NetworkPasses
-from .solution import Checkpoint, ConvergenceWarning, Solution
+from .solution import Checkpoint, ConvergenceWarning, Solution, no_progress
 
 __all__ = ["factorized"]
 
 _ESTIMATE_STEPS = 30  # Lanczos steps at most for an intermediate (estimated) certificate
 _ESTIMATE_RTOL = 1e-4  # ... stopped once no σ_g moves by more than this between steps
-_STRICT_STEPS = 2000  # Lanczos steps at most for the final certificate
 _PATIENCE = 5  # checks without progress before the run counts as stalled
+_SETTLED = 0.1  # grow when a check interval gains less than this fraction of the gap
 _NOVELTY = 0.1  # a top singular pair this far outside the heads' span becomes a new head
 
 
@@ -69,10 +69,10 @@ class _Check:
 
 
 def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, delta: float,
-           strict_tol: float | None) -> _Check:
+           strict_tol: float | None, max_steps: int) -> _Check:
     """Certificate at (W1, W2). Estimated only (``strict_tol=None``: Lanczos until the σ̂ settle),
     or extended until the gap with the probabilistic bound on the spectral norms is ≤
-    ``strict_tol``, the basis spans the block, or ``_STRICT_STEPS``."""
+    ``strict_tol``, the basis spans the block, or ``max_steps``."""
     head, loss, beta = problem.head, problem.loss, problem.beta
     with torch.no_grad():
         raw = passes.outputs(W1, W2)
@@ -95,7 +95,7 @@ def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, 
         return dual_value(krylov.values / math.sqrt(1.0 - epsilon)) if epsilon < 1 else -math.inf
 
     previous = None
-    while not krylov.exact and krylov.steps < _ESTIMATE_STEPS:
+    while not krylov.exact and krylov.steps < min(_ESTIMATE_STEPS, max_steps):
         sigmas = krylov.step()
         if previous is not None and bool(((sigmas - previous).abs()
                                           <= _ESTIMATE_RTOL * sigmas.max()).all()):
@@ -105,7 +105,7 @@ def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, 
     if krylov.exact or strict_tol is not None:
         lower = proven()
         while (strict_tol is not None and relative_gap(objective, lower) > strict_tol
-               and not krylov.exact and krylov.steps < _STRICT_STEPS):
+               and not krylov.exact and krylov.steps < max_steps):
             for _ in range(10):
                 krylov.step()
             lower = proven()
@@ -168,14 +168,16 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                init: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                check_every: int = 20, history_size: int = 20, chunk_size: int | None = None,
                cache: bool = True, delta: float = 1e-3, prune_rtol: float = 1e-8, seed: int = 0,
-               verbose: bool = False) -> Solution:
+               krylov_steps: int = 2000, verbose: bool = False) -> Solution:
     """Solve ``problem`` over the network's heads until the certified relative gap is ≤ ``tol``.
 
     ``init``: heads and intercept (W1 (G, r, *w1_shape), W2 (G, r, *w2_shape), b (c,)) to start
     from (default: no heads; the first check grows them from the gradient at Z = 0).
     ``max_iter`` counts L-BFGS iterations. ``delta``: failure probability of the final
     certificate's spectral norms. ``seed`` fixes the random Lanczos starts: the same seed gives
-    the same result.
+    the same result. ``chunk_size``/``cache``: samples per network pass and whether their
+    lifted data is kept (:func:`.memory.plan` picks them); ``krylov_steps`` caps the Lanczos
+    steps (and the basis stored) of a certificate.
     """
     start_time = time.perf_counter()
     head, beta = problem.head, problem.beta
@@ -194,16 +196,19 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     best_heads = (W1, W2)
     lower = -math.inf
     certified_by: _Check | None = None  # the check that gave the best lower bound
+    since = 0  # history index where the present precision started
     n_iter, n_checks, strict_checks = 0, 0, 0
     warm = None
     status = "max_iter"
     optimizer = None
     while True:
-        check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, None)
+        check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, None,
+                       krylov_steps)
         n_checks += 1
         if check.estimated_gap <= tol and not check.exact:
             # looks optimal: certify with the probabilistic bound on the spectral norms
-            check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, tol)
+            check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, tol,
+                           krylov_steps)
             n_checks += 1
             strict_checks += 1
         warm = check.top[1] if head.block_shape[1] <= head.block_shape[0] else check.top[0]
@@ -224,10 +229,21 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             break
         if n_iter >= max_iter:
             break
-        if _no_progress(history, torch.finfo(like.dtype).eps):
-            status = "stalled"
-            break
-        grown = _grow(problem, passes, W1, W2, check)
+        if no_progress(history[since:], torch.finfo(passes.dtype).eps, _PATIENCE):
+            if passes.dtype == torch.float64:
+                status = "stalled"
+                break
+            # float32 has stopped making progress above tol: finish in float64, chunk by
+            # chunk (the tokens stay float32; their lifted data is recomputed in each pass)
+            passes = NetworkPasses(problem, chunk_size, cache=False, dtype=torch.float64)
+            W1, W2, b = W1.double(), W2.double(), b.double()
+            since, optimizer = len(history), None
+            continue
+        # grow only once L-BFGS has (nearly) converged at the present heads: the last interval
+        # gained less than a tenth of the estimated gap (growing earlier resets its memory)
+        settled = (len(history) < 2 or history[-2].objective - check.objective
+                   <= _SETTLED * (check.objective - check.estimate))
+        grown = _grow(problem, passes, W1, W2, check) if settled else None
         if grown is not None or optimizer is None:
             if grown is not None:
                 W1, W2, _ = head.balance(*grown, rtol=prune_rtol)
@@ -236,6 +252,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                       W2.contiguous().clone().requires_grad_(True),
                       b.clone().requires_grad_(problem.fit_intercept)]
             optimizer = _lbfgs(params, history_size, check_every)
+        optimizer.param_groups[0]["max_iter"] = min(check_every, max_iter - n_iter)
 
         def closure():
             value, g1, g2, gb = passes.loss_and_gradient(*params)
@@ -261,8 +278,9 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     elif status == "stalled":
         warnings.warn(
             f"factorized solver stalled after {n_iter} L-BFGS iterations at relative duality "
-            f"gap {gap:.2e} > tol {tol:.1e}: the objective stopped decreasing; loosen tol or "
-            "use method='fista' on a problem this small", ConvergenceWarning, stacklevel=3)
+            f"gap {gap:.2e} > tol {tol:.1e}: neither bound moved in {_PATIENCE} checks, the "
+            f"limit of float64 on this problem; loosen tol (the objective itself is much closer "
+            "to the optimum than the gap)", ConvergenceWarning, stacklevel=3)
     if certified_by is None:
         how = "none: no check reached a proven bound (raise max_iter)"
     elif certified_by.exact:
@@ -278,13 +296,3 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                     method="factorized", n_iter=n_iter,
                     seconds=time.perf_counter() - start_time, certificate=how,
                     history=tuple(history), heads=(W1, W2))
-
-
-def _no_progress(history: list[Checkpoint], eps: float) -> bool:
-    """True when the best objective has not improved beyond rounding over ``_PATIENCE``
-    checks."""
-    if len(history) <= _PATIENCE:
-        return False
-    best_then = min(h.objective for h in history[:-_PATIENCE])
-    best_now = min(h.objective for h in history)
-    return best_then - best_now <= 100 * eps * abs(best_now)

@@ -31,7 +31,7 @@ import torch
 
 from ..problem import Problem
 from .certificate import Certificate, DualExtrapolation, certify, relative_gap
-from .solution import Checkpoint, ConvergenceWarning, Solution
+from .solution import Checkpoint, ConvergenceWarning, Solution, no_progress
 
 __all__ = ["fista"]
 
@@ -118,7 +118,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                 gap = check(n_iter, Z, b)
                 if gap <= tol:
                     break
-                stalled = _no_progress(history, torch.finfo(Z.dtype).eps)
+                stalled = no_progress(history, torch.finfo(Z.dtype).eps, _PATIENCE)
                 if stalled:
                     break
 
@@ -138,15 +138,3 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                     objective=best.objective, lower_bound=lower, gap=gap, status=status,
                     method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
                     certificate=best.method, history=tuple(history))
-
-
-def _no_progress(history: list[Checkpoint], eps: float) -> bool:
-    """True when neither the best objective nor the best lower bound improved by more than
-    rounding over the last ``_PATIENCE`` checks."""
-    if len(history) <= _PATIENCE:
-        return False
-    then, now = history[-_PATIENCE - 1], history[-1]
-    scale = 100 * eps * abs(now.objective)
-    best_then = min(h.objective for h in history[:-_PATIENCE])
-    best_now = min(h.objective for h in history)
-    return best_then - best_now <= scale and now.lower_bound - then.lower_bound <= scale

@@ -11,7 +11,8 @@ by chunk so that no intermediate holds more than ``chunk_size`` samples:
   ∂φ/∂P1 = M_g vec(P2) and ∂φ/∂P2 = M_gᵀ vec(P1). No dense Z or M is formed.
 
 The lifted data of a chunk (masks, Gram matrices, FFTs) is kept between passes when
-``cache`` is true, else recomputed each pass.
+``cache`` is true, else recomputed each pass. ``dtype`` may differ from the tokens' (float64
+passes over float32 tokens, chunk by chunk).
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ __all__ = ["NetworkPasses"]
 class NetworkPasses:
     """The network of ``problem.head`` applied to ``problem.X`` in chunks of samples."""
 
-    def __init__(self, problem: Problem, chunk_size: int | None = None, cache: bool = True):
+    def __init__(self, problem: Problem, chunk_size: int | None = None, cache: bool = True,
+                 dtype: torch.dtype | None = None):
         n = problem.n
         size = n if chunk_size is None else max(1, min(int(chunk_size), n))
         self.problem = problem
         self.head = problem.head
         self.chunk_size = size
+        self.dtype = problem.X.dtype if dtype is None else dtype  # the passes' arithmetic
         self.slices = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
+        # gated MLP/FNO/B-FNO: the pooled network is a product with the design Φ
+        self.design = problem.pooled and self.head.gated and self.head.network_design
 
     def chunks(self):
         """(slice, lifted data) for every chunk, in order."""
@@ -41,7 +46,7 @@ class NetworkPasses:
             if self._cache is not None and k in self._cache:
                 yield rows, self._cache[k]
                 continue
-            data = self.head.lift(self.problem.X[rows], design=False)
+            data = self.head.lift(self.problem.X[rows].to(self.dtype), design=self.design)
             if self._cache is not None:
                 self._cache[k] = data
             yield rows, data

@@ -11,7 +11,8 @@ from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 from ..heads.base import HeadNetwork
 from ..problem import Problem, as_tokens
 
-__all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL"]
+__all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
+           "no_progress"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
@@ -30,6 +31,18 @@ class Checkpoint:
     objective: float  # P at the iterate (intercept re-fitted)
     lower_bound: float  # best dual value so far
     gap: float  # (P − D) / |P| with the best P and D so far
+
+
+def no_progress(history: list[Checkpoint], eps: float, patience: int) -> bool:
+    """True when neither the best objective nor the best lower bound improved by more than
+    rounding over the last ``patience`` checks (a run at its floating-point limit)."""
+    if len(history) <= patience:
+        return False
+    then, now = history[-patience - 1], history[-1]
+    scale = 100 * eps * abs(now.objective)
+    best_then = min(h.objective for h in history[:-patience])
+    best_now = min(h.objective for h in history)
+    return best_then - best_now <= scale and now.lower_bound - then.lower_bound <= scale
 
 
 class FittedBlocks:
@@ -60,7 +73,8 @@ class FittedBlocks:
     def decision_function(self, X) -> torch.Tensor:
         """Logits (n, c) (or token outputs (n, s, c) for token-level targets) on new tokens."""
         s, d, _ = self.head.dims
-        X = as_tokens(X, "X", self.blocks.dtype, self.blocks.device)
+        like = self.heads[0] if self.heads is not None else self.blocks
+        X = as_tokens(X, "X", like.dtype, like.device)
         if X.shape[1:] != (s, d):
             raise ValueError(f"X: expected tokens of shape (n, {s}, {d}), got {tuple(X.shape)}")
         with torch.no_grad():

@@ -1,0 +1,157 @@
+"""Memory planning: estimate a solve's peak before allocating, choose a method and chunk size.
+
+Each head has a per-sample cost model (:meth:`cvxattn.heads.Head.cost`); this module adds the
+solver's own storage and compares the total with a budget, by default 60% of the memory
+available now (``MemAvailable`` on Linux, free device memory on CUDA). A request that cannot fit
+fails here with :class:`MemoryBudgetError`, before any large allocation, instead of being killed
+by the operating system.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from numbers import Real
+
+import torch
+
+from ..heads.base import DESIGN_BUDGET
+from ..problem import Problem
+
+__all__ = ["MemoryBudgetError", "Plan", "plan", "available_memory", "DEFAULT_FRACTION"]
+
+DEFAULT_FRACTION = 0.6  # of the memory available when the solve starts
+SVD_FLOPS_LIMIT = 1e8  # per FISTA iteration; beyond it the dense SVDs dominate: factorized
+PLANNED_HEADS = 16  # heads per block the factorized plan reserves room for
+KRYLOV_SHARE = 0.1  # of the budget for the Lanczos basis of the final certificate
+CHUNK_BYTES = 2**30  # a network pass's intermediates per chunk: larger chunks are no faster
+
+
+class MemoryBudgetError(MemoryError):
+    """The estimated peak memory of a solve exceeds its budget."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a problem will be solved: method, sample chunk, and the estimate behind it."""
+
+    method: str  # "fista" | "factorized" | "cvxpy"
+    peak_bytes: int  # estimated peak of the solve
+    budget_bytes: int
+    chunk_size: int | None = None  # samples per network pass (factorized)
+    cache: bool = True  # keep the lifted data of every chunk between passes
+    krylov_steps: int = 2000  # most Lanczos steps the final certificate may store
+
+
+def available_memory(device: torch.device | str | None = None) -> int:
+    """Bytes available now: free device memory on CUDA, else ``MemAvailable`` (Linux) or the
+    free physical pages."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))  # pragma: no cover
+
+
+def _budget(problem: Problem, memory_budget) -> int:
+    if memory_budget is None:
+        return int(DEFAULT_FRACTION * available_memory(problem.X.device))
+    if not isinstance(memory_budget, Real) or isinstance(memory_budget, bool) \
+            or not math.isfinite(memory_budget) or memory_budget <= 0:
+        raise ValueError(f"memory_budget: expected a number of bytes > 0 or None, got "
+                         f"{memory_budget!r}")
+    return int(memory_budget)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def fista_bytes(problem: Problem) -> int:
+    """Estimated peak of FISTA: X, the lifted data (with the pooled design when it is built),
+    the map's intermediates, and ~16 copies of the blocks (iterates, gradient, prox SVD, the
+    certificate's gradient blocks and the dual extrapolation's history)."""
+    head, n, item = problem.head, problem.n, problem.X.element_size()
+    cost = head.cost(1, problem.pooled)
+    design = head.gated and problem.pooled and n * cost.design <= DESIGN_BUDGET
+    lift = cost.lift + (cost.design if design else 0)
+    per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
+    p, q = head.block_shape
+    return item * (n * per_sample + 16 * head.n_blocks * p * q)
+
+
+def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
+                     krylov_steps: int, history: int = 20) -> int:
+    """Estimated peak of the factorized solver: X, the lifted data (all of it when cached, one
+    chunk otherwise), one chunk's network pass, per-sample outputs and duals, the heads with
+    L-BFGS's history, and the Lanczos basis."""
+    head, n, item = problem.head, problem.n, problem.X.element_size()
+    cost = head.cost(heads, problem.pooled)
+    p, q = head.block_shape
+    G = head.n_blocks
+    outputs = problem.c * (problem.s if not problem.pooled else 1)
+    lift = cost.lift
+    if problem.pooled and head.gated and head.network_design:  # the passes run on Φ
+        lift += cost.design
+        cost = type(cost)(**{**cost.__dict__, "network": 3 * G * heads + 2 * problem.c})
+    data = n * (problem.s * problem.d + 8 * outputs) + (n if cache else chunk_size) * lift
+    weights = G * heads * (p + q) * (2 * history + 8)
+    krylov = 2 * G * (p + q) * krylov_steps
+    return item * (data + chunk_size * cost.network + weights + krylov)
+
+
+def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
+    """Choose how to solve ``problem`` within ``memory_budget`` bytes (default 60% of what is
+    available); raise :class:`MemoryBudgetError` when no way fits.
+
+    ``"auto"`` takes FISTA when its estimated peak fits and one iteration's dense SVDs are cheap
+    (G·p·q·min(p, q) ≤ 10⁸ flops), else the factorized solver with the largest chunk of
+    samples that fits.
+    """
+    budget = _budget(problem, memory_budget)
+    head = problem.head
+    p, q = head.block_shape
+    if method == "cvxpy":
+        # the dense map matrix (outputs × G·p·q) in float64, copied by CVXPY's canonicalization
+        outputs = problem.n * problem.c * (problem.s if not problem.pooled else 1)
+        peak = 3 * 8 * outputs * head.n_blocks * p * q
+        if peak > budget:
+            raise MemoryBudgetError(
+                f"memory_budget: method='cvxpy' needs about {_gib(peak)} for the dense map "
+                f"matrix, over the budget of {_gib(budget)}; use method='fista' or "
+                "'factorized'")
+        return Plan("cvxpy", peak, budget)
+    fista_peak = fista_bytes(problem)
+    svd_flops = head.n_blocks * p * q * min(p, q)
+    if method == "fista" or (method == "auto" and fista_peak <= budget
+                             and svd_flops <= SVD_FLOPS_LIMIT):
+        if fista_peak > budget:
+            raise MemoryBudgetError(
+                f"memory_budget: method='fista' needs about {_gib(fista_peak)} (estimated), "
+                f"over the budget of {_gib(budget)}; use method='factorized' (it works in "
+                "chunks of samples and never forms the blocks) or raise memory_budget")
+        return Plan("fista", fista_peak, budget)
+    item = problem.X.element_size()
+    krylov_steps = int(min(2000, KRYLOV_SHARE * budget
+                           // (item * 2 * head.n_blocks * (p + q))))
+    for cache in (True, False):
+        fixed = factorized_bytes(problem, 0, cache, PLANNED_HEADS, krylov_steps)
+        per_sample = factorized_bytes(problem, 1, cache, PLANNED_HEADS, krylov_steps) - fixed
+        if krylov_steps >= 10 and fixed + per_sample <= budget:
+            pass_bytes = item * problem.head.cost(PLANNED_HEADS, problem.pooled).network
+            chunk = int(min(problem.n, (budget - fixed) // max(per_sample, 1),
+                            max(1, CHUNK_BYTES // max(pass_bytes, 1))))
+            return Plan("factorized", fixed + chunk * per_sample, budget, chunk, cache,
+                        krylov_steps)
+    need = factorized_bytes(problem, 1, False, PLANNED_HEADS, 10)
+    raise MemoryBudgetError(
+        f"memory_budget: the smallest factorized solve of this problem needs about "
+        f"{_gib(need)} (estimated: the tokens themselves, one sample's pass and the heads), over "
+        f"the budget of {_gib(budget)}; raise memory_budget, use fewer samples, or float32")

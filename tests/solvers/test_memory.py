@@ -1,0 +1,87 @@
+"""The memory plan: method choice, chunk sizes and the guard that refuses oversized requests
+before allocating."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cvxattn as ca
+from cvxattn.solvers.memory import PLANNED_HEADS, factorized_bytes, fista_bytes, plan
+from tests.helpers import labels, tokens
+
+
+def _problem(head, n=7, s=10, d=4, c=6, **kwargs):
+    return ca.Problem(head, tokens(0, n=n, s=s, d=d), labels(0, n=n, c=c), 0.1, **kwargs)
+
+
+def test_auto_takes_fista_for_small_blocks_and_factorized_for_large_ones():
+    assert plan(_problem(ca.heads.MLP())).method == "fista"
+    # linear attention at d = 50: one 2500 × 300 block, its SVD costs 2·10⁸ flops
+    big = _problem(ca.heads.SelfAttention(), d=50)
+    chosen = plan(big)
+    assert chosen.method == "factorized" and 1 <= chosen.chunk_size <= big.n
+
+
+def test_budget_too_small_for_fista_switches_or_refuses():
+    prob = _problem(ca.heads.Mixer(activation="gated", n_gates=3), n=2000)
+    need = fista_bytes(prob)
+    smallest = factorized_bytes(prob, 1, False, PLANNED_HEADS, 10)
+    assert smallest < need // 4  # so that the budget below separates the two
+    assert plan(prob, "auto", memory_budget=need // 2).method == "factorized"
+    with pytest.raises(ca.MemoryBudgetError, match="memory_budget: method='fista' needs"):
+        ca.solve(prob, method="fista", memory_budget=need // 2)
+
+
+def test_guard_refuses_an_oversized_request_with_a_clear_error():
+    prob = _problem(ca.heads.SelfAttention(activation="gated", n_gates=2))
+    with pytest.raises(ca.MemoryBudgetError, match="memory_budget: the smallest factorized"):
+        ca.solve(prob, method="factorized", memory_budget=1000)
+    with pytest.raises(ca.MemoryBudgetError, match="memory_budget: method='cvxpy'"):
+        ca.solve(prob, method="cvxpy", memory_budget=1000)
+    with pytest.raises(ValueError, match="memory_budget: expected a number of bytes"):
+        ca.solve(prob, memory_budget=-1)
+
+
+def test_chunks_shrink_with_the_budget_and_the_solve_still_agrees():
+    prob = _problem(ca.heads.SelfAttention(activation="gated", n_gates=2, seed=1), n=30, s=5)
+    roomy = plan(prob, "factorized")
+    assert roomy.chunk_size == prob.n
+    plans, budget = [], roomy.peak_bytes
+    while True:
+        try:
+            plans.append(plan(prob, "factorized", memory_budget=budget))
+        except ca.MemoryBudgetError:
+            break
+        budget = int(budget * 0.7)
+    assert all(p.peak_bytes <= p.budget_bytes for p in plans)
+    chunks = [p.chunk_size for p in plans]
+    assert chunks == sorted(chunks, reverse=True) and chunks[-1] < prob.n
+    a = ca.solve(prob, method="factorized", tol=1e-7)
+    b = ca.solve(prob, method="factorized", tol=1e-7, memory_budget=plans[-1].budget_bytes)
+    assert abs(a.objective - b.objective) <= 1e-7 * a.objective
+
+
+def test_estimates_grow_linearly_with_the_samples():
+    """Complexity check: the factorized plan's peak for the same chunk grows like n · (tokens +
+    lifted data), never with n times the pass intermediates."""
+    head = ca.heads.SelfAttention(activation="gated", n_gates=2)
+    small, large = (plan(_problem(head, n=n, s=5), "factorized", memory_budget=2**28)
+                    for n in (20, 200))
+    assert large.chunk_size <= small.chunk_size * 10
+    per_sample = (large.peak_bytes - small.peak_bytes) / 180
+    pass_bytes = 8 * head.bind(5, 4, 6).cost(16).network
+    assert per_sample < pass_bytes or large.chunk_size == 200
+
+
+@pytest.mark.parametrize("name", ["mlp", "attention", "mixer", "fno", "bfno"])
+@pytest.mark.parametrize("activation", ["linear", "gated"])
+def test_every_head_has_a_positive_cost_model(name, activation):
+    head = ca.heads.create(name, activation, grid=(2, 5) if "fno" in name else None,
+                           groups=2 if name == "bfno" else None).bind(10, 4, 6)
+    for r in (1, 8):
+        cost = head.cost(r)
+        assert cost.network > 0 and cost.network_flops > 0 and cost.map > 0
+        assert cost.lift >= 0 and cost.design >= 0
+    assert head.cost(8).network_flops > head.cost(1).network_flops

@@ -1,0 +1,139 @@
+"""The benchmark suites (bench/) run end to end at --quick sizes and write complete JSON.
+
+Nothing here asserts a timing: only that every suite prints its ratio table, writes strict JSON
+with the environment, the configuration and the raw numbers, and that every ratio it reports is
+a finite positive number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench.__main__ import main
+from bench.common import parse_programs, planted_data, run_isolated
+
+# each suite at --quick sizes, trimmed to what keeps this file short on two cores
+QUICK = {
+    "cvxpy": ["--heads", "mlp-linear"],
+    "adamw": ["--heads", "mlp-linear"],
+    "sklearn": [],
+    "scale": ["--heads", "fno-gated", "--n", "200"],
+    "roofline": ["--heads", "mlp-linear", "attention-gated", "fno-gated"],
+}
+# keys every row of a suite carries (besides "ratios")
+ROW_KEYS = {
+    "cvxpy": {"program", "n", "ladder", "largest_n", "best_solver", "cvxpy_seconds",
+              "cvxpy_memory_mib", "target_objective", "cvxattn"},
+    "adamw": {"program", "optimum", "cvxattn", "adam", "adam_seconds", "cap_seconds",
+              "adam_gap_at_cvxattn_time", "heads_per_block", "ratio_is_lower_bound"},
+    "sklearn": {"program", "cvxattn", "logreg", "accuracy_difference_points"},
+    "scale": {"program", "n", "seconds", "status", "gap", "n_heads", "pass_seconds",
+              "memory_mib", "failure"},
+    "roofline": {"program", "flops", "seconds", "gflops", "fft_not_counted"},
+}
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0
+
+
+@pytest.mark.parametrize("suite", list(QUICK))
+def test_quick_suite_writes_ratios_and_raw_numbers(suite, tmp_path, capsys):
+    path = tmp_path / f"{suite}.json"
+    assert main([suite, "--quick", "--json", str(path), *QUICK[suite]]) == 0
+    printed = capsys.readouterr().out
+    assert "| program" in printed or "| model" in printed  # the ratio table
+    result = json.loads(path.read_text())
+    assert result["suite"] == suite
+    env = result["environment"]
+    for key in ("date", "command", "python", "cpu_count", "torch_threads", "blas_threads"):
+        assert key in env
+    for package in ("torch", "numpy", "cvxpy", "cvxattn"):
+        assert env["versions"][package]
+    assert result["config"]["command"].startswith(f"python -m bench {suite} --quick")
+    rows = result["rows"]
+    assert rows
+    for row in rows:
+        assert ROW_KEYS[suite] <= set(row), ROW_KEYS[suite] - set(row)
+        assert row["ratios"] and all(_positive(v) for v in row["ratios"].values()), row["ratios"]
+
+
+def test_cvxpy_rows_record_the_ladder_and_both_methods(tmp_path):
+    path = tmp_path / "cvxpy.json"
+    main(["cvxpy", "--quick", "--json", str(path), "--heads", "mlp-linear", "--solvers", "SCS",
+          "--methods", "auto"])
+    row = json.loads(path.read_text())["rows"][0]
+    assert [a["solver"] for a in row["ladder"]] == ["SCS"]
+    assert row["ladder"][0]["solved"] and row["cvxattn"]["auto"]["reached"]
+    assert set(row["ratios"]) == {"time_auto", "memory_auto"}
+
+
+def _token_cache(root, n=48):
+    """A token cache (cvxattn.features) of n random images with 4 tokens of 6 features."""
+    from cvxattn.features import extract
+
+    rng = np.random.default_rng(0)
+
+    class Images:
+        name, split, source = "toy", "train", "memory"
+        classes = ("a", "b", "c")
+        images = [rng.integers(0, 255, (4, 4), dtype=np.uint8) for _ in range(n)]
+        labels = np.arange(n) % 3
+
+    class Backbone:
+        name, image_size, grid, n_features = "toy", 4, (2, 2), 6
+
+        def describe(self):
+            return {"name": "toy", "version": 1}
+
+        def tokens(self, images):
+            return np.stack([np.resize(im.astype(np.float32) / 255, (4, 6)) for im in images])
+
+    extract(Images(), Backbone(), root, d=6, progress=False)
+    return root
+
+
+def test_sklearn_and_adamw_run_on_cached_features(tmp_path):
+    cache = _token_cache(tmp_path / "cache")
+    for suite, extra in (("sklearn", []), ("adamw", ["--heads", "fno-linear"])):
+        path = tmp_path / f"{suite}.json"
+        main([suite, "--quick", "--json", str(path), "--features", str(cache), "--n-train",
+              "30", *extra])
+        result = json.loads(path.read_text())
+        assert "toy tokens of toy" in json.dumps(result["summary"]) + json.dumps(result["rows"])
+        assert all(_positive(v) for row in result["rows"] for v in row["ratios"].values())
+
+
+def test_bad_heads_are_rejected_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["roofline", "--quick", "--json", str(tmp_path / "x.json"), "--heads", "lstm"])
+    assert "--heads" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_child_is_killed_at_its_time_limit():
+    outcome = run_isolated("bench.ladder:cvxpy_child", {"never": "reached"}, time_limit=0.5)
+    assert not outcome["ok"] and outcome["failure"] == "time limit (setup)"
+    assert outcome["peak_rss_kib"] > 0
+
+
+def test_planted_labels_cover_every_class_and_are_seeded():
+    X, y = planted_data(40, 9, 3, 7, heads=2, seed=3)
+    assert X.shape == (40, 9, 3) and X.dtype == np.float32
+    assert np.bincount(y, minlength=7).min() >= 1
+    X2, y2 = planted_data(40, 9, 3, 7, heads=2, seed=3)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    with pytest.raises(ValueError, match="n: expected at least c"):
+        planted_data(5, 9, 3, 7)
+
+
+def test_program_names():
+    assert len(parse_programs(None)) == 10
+    assert parse_programs(["fno-gated", "fno"]) == [("fno", "gated"), ("fno", "linear")]
+    with pytest.raises(ValueError, match="--heads"):
+        parse_programs(["mlp-relu"])
