@@ -105,13 +105,20 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
-    for _ in range(warmup):
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls
+    (GPU work is waited for: CUDA is synchronized before the clock stops)."""
+
+    def call():
         fn()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

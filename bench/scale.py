@@ -56,6 +56,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--snr", type=float, default=3.0,
                         help="standard deviation of the planted logits (label noise: softmax)")
     parser.add_argument("--pass-repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="torch device of the solve: cpu, or "
+                        "cuda where a GPU exists (peak GPU memory then comes from CUDA's "
+                        "allocator)")
     parser.add_argument("--time-limit", type=float, help="seconds of solving per process "
                         "(1800, 3× the target; 120 with --quick)")
     parser.add_argument("--memory-limit", type=float, help="GiB of address space per process "
@@ -93,7 +96,8 @@ def scale_child(spec: dict, marks) -> dict:
     def problem_of(n: int):
         X, y = planted_data(n, spec["s"], spec["d"], spec["c"], spec["planted_heads"],
                             snr=spec["snr"], seed=spec["seed"], dtype=np.float32)
-        return ca.Problem(head, X, y, beta=spec["beta"], dtype=torch.float32)
+        return ca.Problem(head, X, y, beta=spec["beta"], dtype=torch.float32,
+                          device=spec.get("device", "cpu"))
 
     def solve(problem, max_iter):
         with warnings.catch_warnings():
@@ -106,9 +110,16 @@ def scale_child(spec: dict, marks) -> dict:
     except Exception:  # noqa: BLE001 - a failed warm-up only means a colder measurement
         pass
     problem = problem_of(spec["n"])
+    cuda = problem.X.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        allocated = torch.cuda.memory_allocated()
     marks.mark("baseline")
     start = time.perf_counter()
     solution = solve(problem, spec["max_iter"])
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     marks.mark("solved")
     net = solution.to_network()
@@ -118,6 +129,9 @@ def scale_child(spec: dict, marks) -> dict:
               "n_iter": solution.n_iter, "method": solution.method,
               "certificate": solution.certificate,
               "history": [[h.seconds, h.objective, h.gap] for h in solution.history]}
+    if cuda:  # GPU memory of the solve above the data, from CUDA's caching allocator
+        result["gpu_peak_mib"] = (torch.cuda.max_memory_allocated() - allocated) / 2**20
+        result["device_name"] = torch.cuda.get_device_name()
     marks.partial(result)  # kept if the pass below is killed or runs out of memory
     del solution
     intercept = net.intercept if net.intercept is not None else problem.X.new_zeros(problem.c)
@@ -172,7 +186,8 @@ def run(args) -> dict:
                     "c": args.c, "gates": args.gates, "groups": args.groups,
                     "beta": args.beta, "tol": args.tol, "max_iter": args.max_iter,
                     "planted_heads": args.planted_heads, "snr": args.snr,
-                    "pass_repeats": args.pass_repeats, "seed": args.seed}
+                    "pass_repeats": args.pass_repeats, "seed": args.seed,
+                    "device": args.device}
             out = run_isolated("bench.scale:scale_child", spec, args.time_limit,
                                args.memory_limit)
             # a process that died after its solve still reports the solve (not the pass)
