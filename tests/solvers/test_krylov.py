@@ -32,9 +32,12 @@ def test_estimates_grow_to_the_spectral_norm_from_below_on_both_sides():
             previous = values.clone()
         torch.testing.assert_close(est.values, true, rtol=1e-12, atol=0)
         assert est.epsilon(1e-3) == 0.0
-        u, v = est.vectors()
-        torch.testing.assert_close((M @ v[:, :, None])[:, :, 0], est.values[:, None] * u,
-                                   rtol=0, atol=1e-9)
+        u, v, values = est.vectors(3)  # Ritz pairs: M v_i = θ_i u_i, unit, orthonormal
+        torch.testing.assert_close(values[:, 0], est.values)
+        torch.testing.assert_close(M @ v, u * values[:, None, :], rtol=0, atol=1e-9)
+        eye = torch.eye(3, dtype=M.dtype).expand(len(M), 3, 3)
+        torch.testing.assert_close(u.transpose(1, 2) @ u, eye, rtol=0, atol=1e-9)
+        torch.testing.assert_close(v.transpose(1, 2) @ v, eye, rtol=0, atol=1e-9)
 
 
 def test_small_sides_are_applied_to_the_identity_exactly():

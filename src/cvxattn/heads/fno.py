@@ -189,7 +189,10 @@ class BlockFNO(Head):
         if not self.gated and pooled:
             net, net_flops = 3 * heads + 2 * c + d, 4 * heads * (d + c) // B + s * d
         mask = G * s if self.gated else 0
-        return HeadCost(lift=spectrum + mask, design=G * s * d // B if self.gated else 0,
+        # building Φ passes through complex spectra of the masked tokens: twice Φ, transiently
+        transient = 2 * G * s * d // B if self.gated else 0
+        return HeadCost(lift=spectrum + mask + transient,
+                        design=G * s * d // B if self.gated else 0,
                         map=4 * G * s * c // B + 2 * s * c,
                         map_flops=8 * G * s * d * c // (B * B) + G * self._fft_flops(s) * c // B,
                         network=net, network_flops=net_flops + self._fft_flops(s) * d)

@@ -14,9 +14,10 @@ enough heads, and F ≥ P(Z, b) always. Every ``check_every`` iterations:
    (:class:`.krylov.KrylovNorm`), and evaluate P(Z, b*) (nuclear norms from the heads, without
    forming Z) and the dual value D(θΛ) with θ = min(1, β / max_g σ_g). The relative bound of
    Sahiner et al. (2023, Thm 3.4), (max_g σ_g / β − 1)_+, is recorded too.
-2. rank growth: in every block with σ_g > β, the top singular pair (u_g, v_g) of M_g gives the
-   descent direction −u_g v_gᵀ (slope β − σ_g < 0 per unit of nuclear norm); it is added as a new
-   head (−√t_g u_g, √t_g v_g) with t_g ∝ σ_g − β and one exact line search on the common scale.
+2. rank growth: in every block, a Ritz pair (u, v, θ) of M_g with θ > β gives the descent
+   direction −u vᵀ (slope β − θ < 0 per unit of nuclear norm); the top ones that lie outside the
+   present heads' span are added as new heads (−√t_i u, √t_i v), t_i ∝ θ_i − β, with one exact
+   line search on the common scale; the heads of a block at most double per round.
 3. pruning: heads are re-balanced (SVD of the small core of each block) and those whose
    singular value fell below ``prune_rtol`` · max are dropped.
 
@@ -45,7 +46,9 @@ _ESTIMATE_STEPS = 30  # Lanczos steps at most for an intermediate (estimated) ce
 _ESTIMATE_RTOL = 1e-4  # ... stopped once no σ_g moves by more than this between steps
 _PATIENCE = 5  # checks without progress before the run counts as stalled
 _SETTLED = 0.1  # grow when a check interval gains less than this fraction of the gap
-_NOVELTY = 0.1  # a top singular pair this far outside the heads' span becomes a new head
+_NOVELTY = 0.1  # a Ritz pair this far outside the heads' span becomes a new head
+_GROW_MIN = 4  # new heads per block and round at least (when that many pairs qualify)
+_GROW_MAX = 64  # Ritz pairs kept per block for growth
 
 
 @dataclass
@@ -61,7 +64,7 @@ class _Check:
     exact: bool  # the Krylov basis spanned the block: σ̂ exact, lower_bound deterministic
     steps: int
     outputs: torch.Tensor  # network outputs without intercept
-    top: tuple[torch.Tensor, torch.Tensor]  # top singular pairs (u (G, p), v (G, q))
+    top: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # Ritz pairs u (G,p,k), v (G,q,k), θ
 
     @property
     def estimated_gap(self) -> float:
@@ -110,36 +113,42 @@ def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, 
                 krylov.step()
             lower = proven()
     return _Check(objective, dual_value(krylov.values), lower, b, krylov.values,
-                  krylov.epsilon(delta), krylov.exact, krylov.steps, raw, krylov.vectors())
+                  krylov.epsilon(delta), krylov.exact, krylov.steps, raw,
+                  krylov.vectors(_GROW_MAX))
 
 
 def _grow(problem: Problem, passes: NetworkPasses, W1, W2, check: _Check):
-    """Add the top singular pair of −M_g as a head in every block with σ_g > β, scaled by an
-    exact line search; returns the new (W1, W2) or None when no block qualifies."""
+    """New heads from the Ritz pairs (u_i, v_i, θ_i) of every block with θ_i > β whose
+    direction lies outside the present heads' span: heads (−√(t w_i) u_i, √(t w_i) v_i) with
+    w_i ∝ θ_i − β and one exact line search on the common scale t (the slope at t = 0 is
+    Σ w_i (β − θ_i) < 0). At most as many new heads per block as it has (at least
+    ``_GROW_MIN``), so the heads at most double per round. Returns the new (W1, W2) or None."""
     head, loss, beta = problem.head, problem.loss, problem.beta
-    excess = (check.sigmas - beta).clamp_min(0)  # (G,)
-    u, v = check.top  # (G, p), (G, q)
+    u, v, values = check.top  # (G, p, k), (G, q, k), (G, k)
+    excess = (values - beta).clamp_min(0)  # (G, k)
     if W1.shape[1]:
         # a violation inside the span of the present heads is L-BFGS's to fix, not a new head
-        excess = excess * (_novelty(head.vec_w1(W1), u).maximum(_novelty(head.vec_w2(W2), v))
-                           > _NOVELTY)
+        novel = _novelty(head.vec_w1(W1), u).maximum(_novelty(head.vec_w2(W2), v)) > _NOVELTY
+        excess = excess * novel
+    k = min(values.shape[1], max(_GROW_MIN, W1.shape[1]))
+    excess = excess[:, :k]
     if not bool((excess > 0).any()):
         return None
-    weights = excess / excess.max()  # t_g = t · w_g
-    new1 = head.unvec_w1(-(u * weights.sqrt()[:, None]))[:, None]  # (G, 1, *w1_shape)
-    new2 = head.unvec_w2(v * weights.sqrt()[:, None])[:, None]  # (G, 1, *w2_shape)
+    root = (excess / excess.max()).sqrt()  # √w (G, k)
+    new1 = head.unvec_w1(-(u[:, :, :k] * root[:, None, :]).transpose(1, 2))  # (G, k, *w1)
+    new2 = head.unvec_w2((v[:, :, :k] * root[:, None, :]).transpose(1, 2))  # (G, k, *w2)
     with torch.no_grad():
         delta = passes.outputs(new1, new2)  # outputs of the new heads at t = 1
         base = check.outputs + check.intercept
-    total = float(weights.sum())
+    total = float(root.pow(2).sum())
 
-    def slope(t: float) -> float:  # φ'(t) for φ(t) = f(p + tΔ) + β t Σ w_g
+    def slope(t: float) -> float:  # φ'(t) for φ(t) = f(p + tΔ) + β t Σ w
         tt = torch.tensor(t, dtype=base.dtype, device=base.device, requires_grad=True)
         with torch.enable_grad():
             value = loss.value(base + tt * delta, problem.y)
             return float(torch.autograd.grad(value, tt)[0]) + beta * total
 
-    if slope(0.0) >= 0:  # the Ritz pair was not accurate enough to descend
+    if slope(0.0) >= 0:
         return None
     low, high = 0.0, 1.0
     while slope(high) < 0 and high < 1e12:
@@ -152,10 +161,10 @@ def _grow(problem: Problem, passes: NetworkPasses, W1, W2, check: _Check):
 
 
 def _novelty(heads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """‖(I − P) x_g‖ for unit x_g (G, p) and P the projector on the span of heads (G, r, p)."""
+    """‖(I − P) x_{g,i}‖ for unit columns x (G, p, k), P the projector on the span of the heads
+    (G, r, p); shape (G, k)."""
     Q, _ = torch.linalg.qr(heads.transpose(1, 2))  # (G, p, r)
-    inside = (Q @ (Q.transpose(1, 2) @ x[:, :, None]))[:, :, 0]  # (G, p)
-    return (x - inside).norm(dim=1)
+    return (x - Q @ (Q.transpose(1, 2) @ x)).norm(dim=1)
 
 
 def _lbfgs(params, history_size: int, max_iter: int) -> torch.optim.LBFGS:
@@ -211,7 +220,8 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                            krylov_steps)
             n_checks += 1
             strict_checks += 1
-        warm = check.top[1] if head.block_shape[1] <= head.block_shape[0] else check.top[0]
+        # the next Lanczos run starts from this top vector (on the side it works on)
+        warm = check.top[1 if head.block_shape[1] <= head.block_shape[0] else 0][:, :, 0]
         if best is None or check.objective < best.objective:
             best, best_heads = check, (W1, W2)
         if check.lower_bound > lower:

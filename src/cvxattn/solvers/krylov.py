@@ -72,7 +72,7 @@ class KrylovNorm:
         self.basis: list[torch.Tensor] = []  # orthonormal blocks (G, N, b)
         self.images: list[torch.Tensor] = []  # first(basis block) (G, other, b)
         self.values = torch.zeros(G, dtype=dtype, device=device)
-        self._vectors = None
+        self._ritz = None
         if self.dim <= exact_limit:
             eye = torch.eye(self.dim, dtype=dtype, device=device).expand(G, -1, -1)
             self._add(eye.transpose(1, 2).contiguous())  # one pass applies M to the identity
@@ -116,7 +116,7 @@ class KrylovNorm:
         gram = images.transpose(1, 2) @ images  # (G, kb, kb) = Qᵀ MᵀM Q
         evals, evecs = torch.linalg.eigh(gram)
         self.values = evals[:, -1].clamp_min(0).sqrt()  # (G,)
-        self._vectors = evecs[:, :, -1]  # (G, kb): top Ritz vector in basis coordinates
+        self._ritz = evals.flip(-1).clamp_min(0).sqrt(), evecs.flip(-1)  # descending (G, kb)
 
     def _orthonormalize(self, W: torch.Tensor) -> torch.Tensor:
         """W (G, N, b) orthogonalized twice against the basis, then orthonormalized (CGS2)."""
@@ -129,12 +129,17 @@ class KrylovNorm:
         Q, _ = torch.linalg.qr(Q)
         return Q
 
-    def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top singular pair estimates (u (G, p), v (G, q)), unit norm, with M v ≈ σ̂ u."""
-        basis = torch.cat(self.basis, 2)  # (G, N, kb)
-        images = torch.cat(self.images, 2)  # (G, other, kb)
-        small = basis @ self._vectors[:, :, None]  # (G, N, 1)
-        big = images @ self._vectors[:, :, None]  # (G, other, 1)
-        small, big = small[:, :, 0], big[:, :, 0]
+    def vectors(self, k: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The top ``k`` Ritz pairs: (u (G, p, k), v (G, q, k), values (G, k)), descending.
+
+        Each pair is exact in the sense that matters for descent: M v_i = θ_i u_i with
+        ‖u_i‖ = ‖v_i‖ = 1, so uᵢᵀ M vᵢ = θ_i; different pairs are orthogonal on both sides.
+        """
+        values, coordinates = self._ritz
+        k = min(k, values.shape[1])
+        coordinates = coordinates[:, :, :k]  # (G, kb, k)
+        small = torch.cat(self.basis, 2) @ coordinates  # (G, N, k)
+        big = torch.cat(self.images, 2) @ coordinates  # (G, other, k)
         big = big / big.norm(dim=1, keepdim=True).clamp_min(torch.finfo(big.dtype).tiny)
-        return (big, small) if self.right else (small, big)
+        u, v = (big, small) if self.right else (small, big)
+        return u, v, values[:, :k]
