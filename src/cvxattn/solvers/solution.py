@@ -42,7 +42,8 @@ def no_progress(history: list[Checkpoint], eps: float, patience: int) -> bool:
     scale = 100 * eps * abs(now.objective)
     best_then = min(h.objective for h in history[:-patience])
     best_now = min(h.objective for h in history)
-    return best_then - best_now <= scale and now.lower_bound - then.lower_bound <= scale
+    # "> then + scale" is False for two −inf bounds (no proven bound yet: no progress either)
+    return best_then - best_now <= scale and not now.lower_bound > then.lower_bound + scale
 
 
 class FittedBlocks:
