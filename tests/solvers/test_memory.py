@@ -3,9 +3,7 @@ before allocating."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
 import cvxattn as ca
 from cvxattn.solvers.memory import PLANNED_HEADS, factorized_bytes, fista_bytes, plan

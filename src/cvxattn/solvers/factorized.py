@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +37,7 @@ from ..problem import Problem
 from .certificate import relative_gap
 from .krylov import KrylovNorm
 from .passes import NetworkPasses
-from .solution import Checkpoint, ConvergenceWarning, Solution, no_progress
+from .solution import Checkpoint, Solution, no_progress, warn_unconverged
 
 __all__ = ["factorized"]
 
@@ -280,17 +279,8 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
 
     # the returned heads: balanced, pruned, with the certificate's intercept
     W1, W2, _ = head.balance(*best_heads, rtol=prune_rtol)
-    if status == "max_iter":
-        warnings.warn(
-            f"factorized solver stopped after {n_iter} L-BFGS iterations with relative "
-            f"duality gap {gap:.2e} > tol {tol:.1e}; raise max_iter, loosen tol, or increase "
-            "beta", ConvergenceWarning, stacklevel=3)
-    elif status == "stalled":
-        warnings.warn(
-            f"factorized solver stalled after {n_iter} L-BFGS iterations at relative duality "
-            f"gap {gap:.2e} > tol {tol:.1e}: neither bound moved in {_PATIENCE} checks, the "
-            f"limit of float64 on this problem; loosen tol (the objective itself is much closer "
-            "to the optimum than the gap)", ConvergenceWarning, stacklevel=3)
+    warn_unconverged("factorized solver (L-BFGS)", status, n_iter, gap, tol, _PATIENCE,
+                     passes.dtype)
     if certified_by is None:
         how = "none: no check reached a proven bound (raise max_iter)"
     elif certified_by.exact:

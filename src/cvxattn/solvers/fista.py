@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 
 from ..problem import Problem
 from .certificate import Certificate, DualExtrapolation, certify, relative_gap
-from .solution import Checkpoint, ConvergenceWarning, Solution, no_progress
+from .solution import Checkpoint, Solution, no_progress, warn_unconverged
 
 __all__ = ["fista"]
 
@@ -123,17 +122,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                     break
 
     status = "optimal" if gap <= tol else "stalled" if stalled else "max_iter"
-    if status == "max_iter":
-        warnings.warn(
-            f"FISTA stopped after {n_iter} iterations with relative duality gap {gap:.2e} > "
-            f"tol {tol:.1e}; raise max_iter, loosen tol, or increase beta (a larger β is "
-            "better conditioned)", ConvergenceWarning, stacklevel=3)
-    elif status == "stalled":
-        warnings.warn(
-            f"FISTA stalled after {n_iter} iterations at relative duality gap {gap:.2e} > "
-            f"tol {tol:.1e}: neither bound moved in {_PATIENCE} checks, the limit of "
-            f"{Z.dtype} on this problem; loosen tol (the objective itself is much closer to "
-            "the optimum than the gap)", ConvergenceWarning, stacklevel=3)
+    warn_unconverged("FISTA", status, n_iter, gap, tol, _PATIENCE, Z.dtype)
     return Solution(problem=problem, dense=best_Z, intercept=best.intercept,
                     objective=best.objective, lower_bound=lower, gap=gap, status=status,
                     method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,

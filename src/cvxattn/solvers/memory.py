@@ -91,7 +91,8 @@ def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
                      krylov_steps: int, history: int = 20) -> int:
     """Estimated peak of the factorized solver: X, the lifted data (all of it when cached, one
     chunk otherwise), one chunk's network pass, per-sample outputs and duals, the heads with
-    L-BFGS's history, and the Lanczos basis."""
+    L-BFGS's history, and the Lanczos basis; for float32 tokens, the larger of that and the
+    float64 finish (chunks lifted and passed in float64, nothing cached)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(heads, problem.pooled)
     p, q = head.block_shape
@@ -104,7 +105,12 @@ def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
     data = n * (problem.s * problem.d + 8 * outputs) + (n if cache else chunk_size) * lift
     weights = G * heads * (p + q) * (2 * history + 8)
     krylov = 2 * G * (p + q) * krylov_steps
-    return item * (data + chunk_size * cost.network + weights + krylov)
+    peak = item * (data + chunk_size * cost.network + weights + krylov)
+    if item < 8:  # the float64 finish: tokens stay, each chunk is lifted and passed in float64
+        tokens = n * (problem.s * problem.d + 8 * outputs)
+        finish = chunk_size * (problem.s * problem.d + lift + cost.network)
+        peak = max(peak, item * tokens + 8 * (finish + 8 * n * outputs + weights + krylov))
+    return peak
 
 
 def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
@@ -141,15 +147,21 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     item = problem.X.element_size()
     krylov_steps = int(min(2000, KRYLOV_SHARE * budget
                            // (item * 2 * head.n_blocks * (p + q))))
+    pass_bytes = item * problem.head.cost(PLANNED_HEADS, problem.pooled).network
     for cache in (True, False):
-        fixed = factorized_bytes(problem, 0, cache, PLANNED_HEADS, krylov_steps)
-        per_sample = factorized_bytes(problem, 1, cache, PLANNED_HEADS, krylov_steps) - fixed
-        if krylov_steps >= 10 and fixed + per_sample <= budget:
-            pass_bytes = item * problem.head.cost(PLANNED_HEADS, problem.pooled).network
-            chunk = int(min(problem.n, (budget - fixed) // max(per_sample, 1),
-                            max(1, CHUNK_BYTES // max(pass_bytes, 1))))
-            return Plan("factorized", fixed + chunk * per_sample, budget, chunk, cache,
-                        krylov_steps)
+        def peak(chunk: int) -> int:
+            return factorized_bytes(problem, chunk, cache, PLANNED_HEADS, krylov_steps)
+
+        if krylov_steps < 10 or peak(1) > budget:
+            continue
+        # the estimate is piecewise linear in the chunk (the float64 finish may dominate):
+        # start from the linear guess, then halve until the exact estimate fits
+        fixed, per_sample = peak(0), max(peak(1) - peak(0), 1)
+        chunk = int(min(problem.n, max(1, (budget - fixed) // per_sample),
+                        max(1, CHUNK_BYTES // max(pass_bytes, 1))))
+        while chunk > 1 and peak(chunk) > budget:
+            chunk //= 2
+        return Plan("factorized", peak(chunk), budget, chunk, cache, krylov_steps)
     need = factorized_bytes(problem, 1, False, PLANNED_HEADS, 10)
     raise MemoryBudgetError(
         f"memory_budget: the smallest factorized solve of this problem needs about "

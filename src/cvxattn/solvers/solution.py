@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -12,7 +13,7 @@ from ..heads.base import HeadNetwork
 from ..problem import Problem, as_tokens
 
 __all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
-           "no_progress"]
+           "no_progress", "warn_unconverged"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
@@ -44,6 +45,23 @@ def no_progress(history: list[Checkpoint], eps: float, patience: int) -> bool:
     best_now = min(h.objective for h in history)
     # "> then + scale" is False for two −inf bounds (no proven bound yet: no progress either)
     return best_then - best_now <= scale and not now.lower_bound > then.lower_bound + scale
+
+
+def warn_unconverged(solver: str, status: str, n_iter: int, gap: float, tol: float,
+                     patience: int, dtype: torch.dtype) -> None:
+    """The ConvergenceWarning of a run that stopped above ``tol``: it quotes the gap and the
+    tolerance and says what to try (nothing for ``status="optimal"``)."""
+    if status == "max_iter":
+        warnings.warn(
+            f"{solver} stopped after {n_iter} iterations with relative duality gap {gap:.2e} > "
+            f"tol {tol:.1e}; raise max_iter, loosen tol, or increase beta (a larger β is "
+            "better conditioned)", ConvergenceWarning, stacklevel=4)
+    elif status == "stalled":
+        warnings.warn(
+            f"{solver} stalled after {n_iter} iterations at relative duality gap {gap:.2e} > "
+            f"tol {tol:.1e}: neither bound moved in {patience} checks, the limit of {dtype} on "
+            "this problem; loosen tol (the objective itself is much closer to the optimum than "
+            "the gap)", ConvergenceWarning, stacklevel=4)
 
 
 class FittedBlocks:
