@@ -120,3 +120,10 @@ def test_zero_solution_has_no_heads_and_zero_blocks():
     assert sol.n_heads == 0 and float(sol.blocks.abs().max()) == 0.0
     assert sol.to_network().W1.shape[1] == 1  # one zero head per block, as from dense Z = 0
     assert math.isfinite(sol.lower_bound)
+
+
+def test_warm_start_from_heads_of_another_shape_is_refused():
+    sol = ca.solve(problem(ca.heads.MLP()), method="factorized", tol=1e-6)
+    other = ca.Problem(ca.heads.MLP(), tokens(0, n=N, s=S, d=D + 1), labels(0, n=N, c=C), BETA)
+    with pytest.raises(ValueError, match="init: expected heads"):
+        ca.solve(other, method="factorized", init=sol)

@@ -56,34 +56,40 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
     if chosen.method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
     if chosen.method == "factorized":
-        return factorized(problem, tol=tol, max_iter=int(max_iter),
-                          init=_heads_init(problem, init), seed=seed,
+        if isinstance(init, Solution) and init.heads is not None:
+            start = _checked_heads(problem, *init.heads, init.intercept)
+        else:  # blocks (Z, b), split into balanced heads
+            blocks = _checked_blocks(problem, init)
+            start = None if blocks is None else (
+                *problem.head.heads_from_blocks(blocks[0]), blocks[1])
+        return factorized(problem, tol=tol, max_iter=int(max_iter), init=start, seed=seed,
                           chunk_size=chosen.chunk_size, cache=chosen.cache,
                           krylov_steps=chosen.krylov_steps, verbose=verbose)
-    if isinstance(init, Solution):
-        init = (init.blocks, init.intercept)
-    if init is not None:
-        Z0, b0 = problem.zeros()
-        if tuple(init[0].shape) != tuple(Z0.shape) or tuple(init[1].shape) != tuple(b0.shape):
-            raise ValueError(f"init: expected blocks {tuple(Z0.shape)} and intercept "
-                             f"{tuple(b0.shape)}, got {tuple(init[0].shape)} and "
-                             f"{tuple(init[1].shape)}")
-        init = (init[0].to(Z0), init[1].to(b0))
-    return fista(problem, tol=tol, max_iter=int(max_iter), init=init, verbose=verbose)
+    return fista(problem, tol=tol, max_iter=int(max_iter), init=_checked_blocks(problem, init),
+                 verbose=verbose)
 
 
-def _heads_init(problem: Problem, init):
-    """``init`` for the factorized solver: heads (W1, W2, b) from a Solution or from (Z, b)."""
+def _checked_blocks(problem: Problem, init):
+    """``init`` (a Solution or (Z, b)) as blocks and intercept of ``problem``'s shapes."""
     if init is None:
         return None
     if isinstance(init, Solution):
-        if init.heads is not None:
-            return (*init.heads, init.intercept)
         init = (init.blocks, init.intercept)
     Z0, b0 = problem.zeros()
     if tuple(init[0].shape) != tuple(Z0.shape) or tuple(init[1].shape) != tuple(b0.shape):
         raise ValueError(f"init: expected blocks {tuple(Z0.shape)} and intercept "
                          f"{tuple(b0.shape)}, got {tuple(init[0].shape)} and "
                          f"{tuple(init[1].shape)}")
-    W1, W2 = problem.head.heads_from_blocks(init[0].to(Z0))
-    return W1, W2, init[1].to(b0)
+    return init[0].to(Z0), init[1].to(b0)
+
+
+def _checked_heads(problem: Problem, W1, W2, b):
+    """A factorized Solution's heads, checked against ``problem``'s head shapes."""
+    head = problem.head
+    want = ((head.n_blocks, *head.w1_shape), (head.n_blocks, *head.w2_shape), (problem.c,))
+    got = (tuple(W1.shape[:1] + W1.shape[2:]), tuple(W2.shape[:1] + W2.shape[2:]),
+           tuple(b.shape))
+    if got != want:
+        raise ValueError(f"init: expected heads (G, r, *w1) (G, r, *w2) and intercept of "
+                         f"{want} without r, got {got}")
+    return W1, W2, b
