@@ -24,6 +24,7 @@ from pathlib import Path
 from . import __version__
 from . import digits as _digits
 from . import pipeline as _pipeline
+from . import table as _table
 from .report import environment, format_table, write_atomic, write_json
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args"]
@@ -181,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
          FEATURES_DESCRIPTION, FEATURES_EPILOG, _pipeline.FeaturesConfig, run_features),
         ("fit", "fit one convex head on cached tokens, save it, print its certificate",
          FIT_DESCRIPTION, None, _pipeline.FitConfig, run_fit),
+        ("table", "the paper's comparison table on cached tokens: convex heads and baselines",
+         TABLE_DESCRIPTION, TABLE_EPILOG, _table.TableConfig, run_table),
+        ("run", "the main job: backbone tokens of Fashion-MNIST, then the comparison table",
+         RUN_DESCRIPTION, RUN_EPILOG, _pipeline.RunConfig, run_main),
     ]
     for name, summary, description, epilog, config, handler in subcommands:
         sub = commands.add_parser(name, help=summary, description=description, epilog=epilog,
@@ -302,6 +307,115 @@ def run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print(f"test accuracy {100 * accuracy:.2f} %")
     print(f"saved: {path}")
     return 0
+
+
+TABLE_DESCRIPTION = """\
+The paper's protocol (SPEC.md §6) on two token caches written by `cvxattn features`: every
+convex head (linear and gated) with β picked on a validation split along a warm-started path,
+refitted on the whole training set and certified to --tol; each head's own network trained by
+AdamW on the same objective; scikit-learn's LogisticRegression; and the MLP and softmax
+multi-head attention heads people train with AdamW. Tokens are standardized with the training
+set's statistics. Prints the table (test accuracy, train objective, certified gap, heads,
+parameters, fit time) and writes it to --out as Markdown, CSV and JSON, with two figures:
+accuracy by model (accuracy.png) and the gap against time of every final solve (gap.png).
+Progress goes to stderr, the table to stdout."""
+
+TABLE_EPILOG = """\
+examples:
+  cvxattn table --train features/fashion-mnist-train-... --test features/fashion-mnist-test-...
+  cvxattn table --train T --test S --heads attention mixer --activations gated --beta 1e-3
+  cvxattn table --train T --test S --baselines none --out results/convex-only"""
+
+
+def _run_table(config, data, description: str, argv: Sequence[str], title: str,
+               start: float) -> int:
+    """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130)."""
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    progress(description)
+    rows: list[dict] = []
+    interrupted = False
+    try:
+        for row in _table.iter_rows(config, data, progress=progress):
+            rows.append(row)
+    except KeyboardInterrupt:
+        interrupted = True
+    total = time.perf_counter() - start
+    table = format_table(rows, _table.table_columns())
+    notes = _table.notes_for(rows)
+    if interrupted:
+        notes.insert(0, f"interrupted: {len(rows)} rows are done.")
+    summary = f"{description}; total wall time {total:.1f} s"
+    print(table)
+    print()
+    for note in notes:
+        print(f"- {note}")
+    print(summary)
+    manifest = environment(command=shlex.join(["cvxattn", *argv]),
+                           packages=("cvxattn", "torch", "numpy", "scikit-learn",
+                                     "onnxruntime"))
+    paths = _table.write_outputs(config.out, rows, table, notes, summary, manifest,
+                                 dataclasses.asdict(config), title)
+    print("files: " + ", ".join(str(p) for p in paths))
+    return 130 if interrupted else 0
+
+
+def _describe(data, n_train: int) -> str:
+    n, s, d = data.X_train.shape
+    return (f"{n} training images ({int(data.fit_mask.sum())} fit + "
+            f"{int((~data.fit_mask).sum())} validation) and {len(data.y_test)} test images; "
+            f"{s} tokens ({data.grid[0]}×{data.grid[1]}) of {d} features, "
+            f"{data.n_classes} classes")
+
+
+def run_table(args: argparse.Namespace, parser: argparse.ArgumentParser,
+              argv: Sequence[str]) -> int:
+    """``cvxattn table``: the comparison on cached tokens."""
+    start = time.perf_counter()
+
+    def load_both(config):
+        from .features import load
+
+        train, test = load(config.train), load(config.test)
+        return _table.prepare(config, train, test)
+
+    config, data = _configured(parser, _table.TableConfig, args, load_both)
+    _make_out(parser, config.out)
+    return _run_table(config, data, _describe(data, len(data.y_train)), argv,
+                      f"cvxattn table: {config.train.name}", start)
+
+
+RUN_DESCRIPTION = """\
+The main job, offline: tokens of a seeded subset of Fashion-MNIST (Debian's
+dataset-fashion-mnist, or --root) from the frozen ImageNet EfficientNet-Lite0 at 224 px (7×7 =
+49 tokens, features average-pooled to --d), cached under --cache; then `cvxattn table` on them
+(every convex head certified to --tol, their networks and the baselines). --full uses all
+60,000 training and 10,000 test images. Prints the table and where the files are."""
+
+RUN_EPILOG = """\
+examples:
+  cvxattn run                          # the default subset (about 10 minutes on 2 cores)
+  cvxattn run --full --out results/full
+  cvxattn run --n-train 2000 --n-test 500 --heads mlp attention"""
+
+
+def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
+             argv: Sequence[str]) -> int:
+    """``cvxattn run``: features for train and test, then the table."""
+    start = time.perf_counter()
+    config, data = _configured(parser, _pipeline.RunConfig, args, _pipeline.run_features)
+    _make_out(parser, config.out)
+    return _run_table(config, data, _describe(data, len(data.y_train)), argv,
+                      f"cvxattn run: {config.dataset}", start)
+
+
+def _make_out(parser: argparse.ArgumentParser, out: Path) -> None:
+    try:  # fail now, not after minutes of fitting
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"argument --out: cannot create the directory {str(out)!r}: "
+                     f"{error.strerror}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -28,9 +27,8 @@ import numpy as np
 import torch
 
 from .heads import REGISTRY, create
-from .problem import Problem
+from .protocol import fit_convex, stratified_subset
 from .report import Column
-from .solvers import ConvergenceWarning, Solution, solve
 
 __all__ = ["DigitsConfig", "DigitsData", "patch_tokens", "load_digits_tokens",
            "stratified_subset", "split_digits", "prepare", "fit_head",
@@ -213,27 +211,6 @@ def load_digits_tokens() -> tuple[np.ndarray, np.ndarray]:
     return X, data.target.astype(np.int64)
 
 
-def stratified_subset(index: np.ndarray, y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """``size`` entries of ``index`` in the class proportions of ``y[index]``, sorted.
-
-    Each class is shuffled (seeded); entries are taken in order of their quantile
-    (rank + ½)/count within their class, so every class appears once size ≥ the number of
-    classes (for classes of similar size), and a smaller subset is inside a larger one.
-    """
-    index = np.asarray(index)
-    if not (_count(size) and size <= len(index)):
-        raise ValueError(f"size: expected an integer in [1, {len(index)}], got {size!r}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(index))
-    labels = y[index[order]]
-    quantile = np.empty(len(index))
-    for k in np.unique(labels):
-        members = np.flatnonzero(labels == k)
-        quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
-    chosen = order[np.argsort(quantile, kind="stable")[:size]]
-    return np.sort(index[chosen])
-
-
 def split_digits(y: np.ndarray, test_size: float = 0.25, seed: int = 0,
                  n_train: int | None = None, n_test: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -286,60 +263,15 @@ def prepare(config: DigitsConfig) -> DigitsData:
 
 
 # ------------------------------------------------------------------------------ experiment
-def _solve(problem: Problem, tol: float, max_iter: int, init: Solution | None
-           ) -> tuple[Solution, list[str]]:
-    """Solve, collecting the solver's ConvergenceWarning (the status says it; notes repeat it)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        solution = solve(problem, tol=tol, max_iter=max_iter, init=init)
-    notes = []
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            notes.append(str(w.message))
-        else:  # not ours to swallow
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return solution, notes
-
-
-def _accuracy(solution: Solution, X: np.ndarray, y: np.ndarray) -> float:
-    return float((solution.predict(X).cpu().numpy() == y).mean())
-
-
 def fit_head(config: DigitsConfig, data: DigitsData, name: str, activation: str) -> dict:
     """One row of the table: the head fitted (β picked on validation if asked), certified."""
     gated = activation == "gated"
     head = create(name, activation, config.n_gates[name], config.seed, data.grid,
                   config.bfno_groups)
-    row = {"head": name, "activation": activation,
-           "gates": config.n_gates[name] if gated else None}
-    init, notes, val_acc, select_seconds = None, [], None, None
-    beta = config.beta[0]
-    if config.selects_beta:
-        start = time.perf_counter()
-        fit, val = data.fit_mask, ~data.fit_mask
-        scores = []  # (validation accuracy, β, solution)
-        for b in sorted(config.beta, reverse=True):  # warm-started path, largest β first
-            problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=b)
-            init, msgs = _solve(problem, config.select_tol, config.max_iter, init)
-            notes += [f"β path {b:g}: {m}" for m in msgs]
-            scores.append((_accuracy(init, data.X_train[val], data.y_train[val]), b, init))
-        val_acc, beta, init = max(scores, key=lambda t: (t[0], t[1]))  # ties: larger β
-        select_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    problem = Problem(head, data.X_train, data.y_train, beta=beta)
-    solution, msgs = _solve(problem, config.tol, config.max_iter, init)
-    seconds = time.perf_counter() - start
-    notes += msgs
-    row.update({
-        "beta": beta, "val_acc": val_acc,
-        "train_acc": _accuracy(solution, data.X_train, data.y_train),
-        "test_acc": _accuracy(solution, data.X_test, data.y_test),
-        "objective": solution.objective, "lower_bound": solution.lower_bound,
-        "gap": solution.gap, "status": solution.status, "heads": solution.n_heads,
-        "iterations": solution.n_iter, "certificate": solution.certificate,
-        "seconds": seconds, "select_seconds": select_seconds, "notes": notes,
-    })
-    return row
+    row, _ = fit_convex(head, data, config.beta, config.tol, config.select_tol,
+                        config.max_iter)
+    return {"head": name, "activation": activation,
+            "gates": config.n_gates[name] if gated else None, **row}
 
 
 def fit_baseline(data: DigitsData) -> dict:

@@ -21,9 +21,15 @@ from .heads import REGISTRY, create
 from .io import save_solution
 from .problem import Problem
 from .solvers import solve
+from .table import ProtocolConfig
+from .table import prepare as prepare_table
 
-__all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features"]
+__all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features", "FitConfig",
+           "fit_features", "RunConfig", "run_features", "RUN_TRAIN", "RUN_TEST", "RUN_D"]
 
+# The main job's default: a seeded subset sized so that `cvxattn run` ends within 15 minutes
+# on a 2-core CPU (docs in README.md); --full uses all images.
+RUN_TRAIN, RUN_TEST, RUN_D = 10_000, 2_000, 20
 SAMPLE_SETS = ("imagenet", "cifar10", "cifar100", "mnist", "fashion-mnist")
 DATASETS = ("fashion-mnist", "cifar100", "folder") + tuple(f"samples-{s}" for s in SAMPLE_SETS)
 
@@ -159,3 +165,58 @@ def fit_features(config: FitConfig):
         test = load(config.test_features)
         accuracy = float((solution.predict(test.X).numpy() == test.y).mean())
     return solution, accuracy, save_solution(solution, config.out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(ProtocolConfig):
+    """What ``cvxattn run`` does: the features of a seeded subset, then the table."""
+
+    dataset: str = field(default="fashion-mnist", metadata=_meta(
+        "the image set (see `cvxattn features --help`)", choices=DATASETS))
+    root: Path | None = field(default=None, metadata=_meta(
+        "where the data set is (default for fashion-mnist: Debian's folder)", metavar="PATH"))
+    n_train: int = field(default=RUN_TRAIN, metadata=_meta(
+        "a seeded random subset of this many training images", metavar="N"))
+    n_test: int = field(default=RUN_TEST, metadata=_meta(
+        "a seeded random subset of this many test images", metavar="N"))
+    full: bool = field(default=False, metadata=_meta(
+        "use every training and test image (ignores --n-train and --n-test)"))
+    d: int = field(default=RUN_D, metadata=_meta(
+        "features per token after average pooling the backbone's 1280", metavar="D"))
+    image_size: int = field(default=224, metadata=_meta(
+        "backbone input size: 224 gives 7×7 = 49 tokens", metavar="PIXELS"))
+    batch_size: int = field(default=32, metadata=_meta("images per backbone batch",
+                                                       metavar="N"))
+    cache: Path = field(default=Path("features"), metadata=_meta(
+        "folder of token caches (reused when the request matches)", metavar="DIR"))
+    model_cache: Path | None = field(default=None, metadata=_meta(
+        "folder for the exported ONNX model (default: ~/.cache/cvxattn)", metavar="DIR"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+    def features(self, split: str) -> FeaturesConfig:
+        """The ``cvxattn features`` request of one split."""
+        n = None if self.full else (self.n_train if split == "train" else self.n_test)
+        return FeaturesConfig(dataset=self.dataset, split=split, root=self.root, n=n,
+                              seed=self.seed, image_size=self.image_size, d=self.d,
+                              batch_size=self.batch_size, cache=self.cache,
+                              model_cache=self.model_cache)
+
+
+def run_features(config: RunConfig):
+    """The tokens of both splits (extracted or read from the cache), prepared for the table."""
+    tokens = {}
+    for split in ("train", "test"):
+        try:
+            tokens[split], _ = extract_features(config.features(split))
+        except ValueError as error:  # name the option of `run`, not of `features`
+            message = str(error)
+            if message.startswith("n:"):
+                message = f"n_{split}:" + message[2:]
+            raise ValueError(message) from None
+    return prepare_table(config, tokens["train"], tokens["test"])

@@ -154,20 +154,34 @@ class Problem:
 
     def loss_value(self, Z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(1/n) Σ_i ℓ(p_i(Z) + b, y_i)."""
-        return self.loss.value(self.outputs(Z) + self._intercept(b), self.y)
+        return self.loss_of_outputs(self.outputs(Z), b)
+
+    def loss_of_outputs(self, outputs: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(1/n) Σ_i ℓ(p_i + b, y_i) for outputs p = ``outputs`` (without intercept)."""
+        return self.loss.value(outputs + self._intercept(b), self.y)
 
     def objective(self, Z: torch.Tensor, b: torch.Tensor) -> float:
         """P(Z, b) = mean loss + β Σ_g ‖Z_g‖_*."""
         with torch.no_grad():
             return float(self.loss_value(Z, b) + self.beta * self.regularizer.value(Z))
 
-    def loss_and_gradient(self, Z: torch.Tensor, b: torch.Tensor
+    def loss_and_gradient(self, Z: torch.Tensor, b: torch.Tensor,
+                          outputs: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean loss f(Z, b) and its gradients (∇_Z f (G, p, q), ∇_b f (c,)).
 
         ∇_Z f = (1/n) Σ_i A_iᵀ λ_i with λ_i = ∇ℓ(p_i): the adjoint of the head's map, taken by
-        autograd. ∇_b f is zero without an intercept.
+        autograd. ∇_b f is zero without an intercept. ``outputs``: p(Z) when the caller has it;
+        heads with an explicit adjoint (``Head.has_adjoint``) then need no forward pass.
         """
+        if outputs is not None and self.head.has_adjoint(self.data, self.pooled):
+            outputs = outputs.detach().requires_grad_(True)
+            b = b.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value = self.loss_of_outputs(outputs, b)
+                grad_out, grad_b = torch.autograd.grad(value, (outputs, b), allow_unused=True)
+            grad_b = torch.zeros_like(b) if grad_b is None else grad_b
+            return value.detach(), self.head.adjoint(grad_out, self.data), grad_b
         Z = Z.detach().requires_grad_(True)
         b = b.detach().requires_grad_(True)
         with torch.enable_grad():

@@ -17,6 +17,7 @@ lacks) prints as ``—``, never as a made-up number.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from typing import Any
 from .files import write_atomic
 
 __all__ = ["Column", "format_table", "write_atomic", "write_json", "environment",
-           "to_jsonable", "MISSING"]
+           "to_jsonable", "plot_accuracy", "plot_gaps", "MISSING"]
 
 MISSING = "—"  # how a value that was not computed prints
 
@@ -150,3 +151,70 @@ def environment(command: str | None = None,
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+# ------------------------------------------------------------------------------ figures
+def _figure_bytes(figure) -> bytes:
+    """A matplotlib figure as PNG bytes (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display is needed or used
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                  title: str = "test accuracy") -> Path:
+    """Horizontal bars of every row's test accuracy (%), labelled "head activation (fitted
+    by)", best on top; written atomically as PNG."""
+    plt = _pyplot()
+    shown = sorted((r for r in rows if r.get("test_acc") is not None),
+                   key=lambda r: r["test_acc"])
+    labels = [" ".join(str(r[k]) for k in ("head", "activation") if r.get(k))
+              + f" ({r.get('fitted_by', '')})" for r in shown]
+    colors = {"cvxattn": "tab:blue", "AdamW": "tab:orange", "scikit-learn": "tab:green"}
+    figure, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
+    values = [100 * r["test_acc"] for r in shown]
+    ax.barh(range(len(shown)), values,
+            color=[colors.get(r.get("fitted_by"), "tab:gray") for r in shown])
+    for k, v in enumerate(values):
+        ax.text(v, k, f" {v:.1f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(shown)), labels, fontsize=8)
+    low = min(values, default=0.0)
+    ax.set_xlim(max(0.0, low - 10), 100)
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title(title)
+    return write_atomic(path, _figure_bytes(figure))
+
+
+def plot_gaps(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+              title: str = "certified relative duality gap of each final solve") -> Path:
+    """The relative duality gap (log scale) against seconds of every row with a ``history``
+    of (seconds, gap) pairs; written atomically as PNG."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        history = [(t, g) for t, g in (r.get("history") or []) if g > 0 and math.isfinite(g)]
+        if history:
+            t, g = zip(*history)
+            ax.plot(t, g, marker=".", markersize=3, linewidth=1,
+                    label=f"{r['head']} {r.get('activation') or ''}".strip())
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("(P − D) / |P|")
+    ax.set_title(title)
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2)
+    return write_atomic(path, _figure_bytes(figure))

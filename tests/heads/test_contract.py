@@ -104,6 +104,20 @@ def test_pooled_map_equals_mean_of_token_outputs(head, design):
     torch.testing.assert_close(h.pooled(Z, data), h.tokens(Z, data).mean(1), atol=ATOL, rtol=0)
 
 
+def test_explicit_adjoint_equals_the_adjoint_of_the_map(head):
+    """⟨A Z, w⟩ = ⟨Z, Aᵀ w⟩: the design's adjoint is the autograd adjoint of the pooled map."""
+    h = bound(head)
+    X, Z = tokens(4), random_blocks(h, seed=5)
+    data = h.lift(X, design=True)
+    assert h.has_adjoint(data) == h.gated and not h.has_adjoint(data, pooled=False)
+    if not h.gated:
+        return
+    w = torch.as_tensor(np.random.default_rng(6).normal(size=(X.shape[0], C)))
+    Zr = Z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(h.pooled(Zr, data), Zr, grad_outputs=w)
+    torch.testing.assert_close(h.adjoint(w, data), expected, atol=ATOL, rtol=0)
+
+
 def test_weight_decay_bounds_nuclear_norm_with_equality_when_balanced(head):
     h = bound(head)
     X = tokens(5)

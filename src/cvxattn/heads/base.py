@@ -167,6 +167,19 @@ class Head:
                                         Z.reshape(G * P, -1))  # (n, c)
         return self.tokens(Z, data).mean(1)
 
+    def adjoint(self, weights: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ_i A_iᵀ w_i (G, p, q) for weights w (n, c) on the pooled outputs, read straight from
+        the pooled design Φ (``has_adjoint``): Σ_i Φ_{i,g}ᵀ w_i, no forward pass."""
+        n, G, P = data["design"].shape
+        flat = design_adjoint(data["design"].reshape(n, G * P), weights)  # (G·P, c)
+        return flat.reshape(G, *self.block_shape)
+
+    @staticmethod
+    def has_adjoint(data: dict[str, torch.Tensor], pooled: bool = True) -> bool:
+        """Whether :meth:`adjoint` applies: pooled outputs through a pooled design Φ. Without
+        one, the adjoint comes from autograd through the map (a forward and a backward)."""
+        return pooled and "design" in data
+
     def network_tokens(self, W1: torch.Tensor, W2: torch.Tensor,
                        data: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token-level outputs (n, s, c) of the network with heads W1 (G, r, *w1_shape),
@@ -319,7 +332,12 @@ class _DesignProduct(torch.autograd.Function):
     def backward(ctx, grad):
         design, weights = ctx.saved_tensors
         grad_design = grad @ weights.T if ctx.needs_input_grad[0] else None
-        return grad_design, (grad.T @ design).T
+        return grad_design, design_adjoint(design, grad)
+
+
+def design_adjoint(design: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Φᵀ G (P, c) for Φ (n, P), G (n, c), as (Gᵀ Φ)ᵀ."""
+    return (grad.T @ design).T
 
 
 class HeadNetwork(nn.Module):

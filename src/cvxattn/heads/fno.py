@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .base import Head, HeadCost
+from .base import Head, HeadCost, design_adjoint
 
 __all__ = ["FNO", "BlockFNO"]
 
@@ -141,6 +141,13 @@ class BlockFNO(Head):
         if self.gated:
             C = C * data["mask"][..., None]
         return self._ungroup(C.sum(2))
+
+    def adjoint(self, weights, data):
+        design = data["design"]  # (n, B, m, s·d/B): group b's outputs see only its design
+        n, B = design.shape[:2]
+        w = weights.reshape(n, B, -1)  # (n, B, c/B)
+        per_group = [design_adjoint(design[:, b].reshape(n, -1), w[:, b]) for b in range(B)]
+        return torch.stack(per_group).reshape(self.n_blocks, *self.block_shape)
 
     def pooled(self, Z, data):
         if "design" in data:

@@ -50,17 +50,18 @@ def relative_gap(objective: float, lower_bound: float) -> float:
     return max(objective - lower_bound, 0.0) / max(abs(objective), 1e-300)
 
 
-def certify(problem: Problem, Z: torch.Tensor, intercept: torch.Tensor | None = None
-            ) -> Certificate:
-    """Certificate of (Z, b*) where b* re-fits the intercept, warm-started at ``intercept``."""
+def certify(problem: Problem, Z: torch.Tensor, intercept: torch.Tensor | None = None,
+            outputs: torch.Tensor | None = None) -> Certificate:
+    """Certificate of (Z, b*) where b* re-fits the intercept, warm-started at ``intercept``;
+    ``outputs``: p(Z) without intercept, when the caller has it."""
     with torch.no_grad():
-        raw = problem.outputs(Z)  # (n, c) or (n, s, c), no intercept
+        raw = problem.outputs(Z) if outputs is None else outputs  # (n, c) or (n, s, c)
         if problem.fit_intercept:
             start = intercept if intercept is not None else raw.new_zeros(problem.c)
             b = problem.loss.fit_intercept(raw, problem.y, start)
         else:
             b = raw.new_zeros(problem.c)
-    loss, grad_Z, _ = problem.loss_and_gradient(Z, b)
+    loss, grad_Z, _ = problem.loss_and_gradient(Z, b, outputs=raw)
     with torch.no_grad():
         duals = problem.loss.gradient(raw + b, problem.y)
         lower, theta, norms = scaled_dual_value(problem, duals, grad_Z)

@@ -1,0 +1,137 @@
+"""The paper's protocol for one convex head (SPEC.md §6), shared by ``cvxattn digits`` and
+``cvxattn table``.
+
+With one β the head is solved on the whole training set to a certified relative duality gap
+≤ ``tol``. With several, β is picked on a validation split carved from the training set: a
+warm-started path from the largest β down is solved on the rest (the *fit* part) to
+``select_tol``; the β with the best validation accuracy (ties: the larger β) is then refitted
+on the whole training set to ``tol``, warm-started from its path solution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Protocol
+
+import numpy as np
+
+from .heads.base import Head
+from .problem import Problem
+from .solvers import ConvergenceWarning, Solution, solve
+
+__all__ = ["Split", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
+           "fit_convex"]
+
+
+class Split(Protocol):
+    """Tokens and labels of one experiment; ``fit_mask`` (n_train,) marks the fit part (True)
+    and the validation part (False) of the training set when β is picked on validation."""
+
+    X_train: np.ndarray  # (n_train, s, d)
+    y_train: np.ndarray  # (n_train,)
+    X_test: np.ndarray
+    y_test: np.ndarray
+    fit_mask: np.ndarray | None
+
+
+def stratified_subset(index: np.ndarray, y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` entries of ``index`` in the class proportions of ``y[index]``, sorted.
+
+    Each class is shuffled (seeded); entries are taken in order of their quantile
+    (rank + ½)/count within their class, so every class appears once size ≥ the number of
+    classes (for classes of similar size), and a smaller subset is inside a larger one.
+
+    >>> y = np.array([0, 0, 0, 0, 1, 1])
+    >>> stratified_subset(np.arange(6), y, 3, seed=0).tolist()
+    [2, 3, 5]
+    """
+    index = np.asarray(index)
+    if not (isinstance(size, Integral) and 1 <= size <= len(index)):
+        raise ValueError(f"size: expected an integer in [1, {len(index)}], got {size!r}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(index))
+    labels = y[index[order]]
+    quantile = np.empty(len(index))
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
+    chosen = order[np.argsort(quantile, kind="stable")[:size]]
+    return np.sort(index[chosen])
+
+
+def solve_recorded(problem: Problem, tol: float, max_iter: int, init: Solution | None = None,
+                   method: str = "auto") -> tuple[Solution, list[str]]:
+    """Solve, collecting the solver's ConvergenceWarning as notes (the status says it too)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        solution = solve(problem, method=method, tol=tol, max_iter=max_iter, init=init)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            notes.append(str(w.message))
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return solution, notes
+
+
+def accuracy(solution: Solution, X: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of ``y`` predicted right from tokens ``X``."""
+    return float((solution.predict(X).cpu().numpy() == y).mean())
+
+
+def network_parameters(solution: Solution) -> int:
+    """Trainable parameters of the network the solution equals: its heads' W1 and W2, plus
+    the intercept (fixed gates are not trained, so not counted)."""
+    head = solution.head
+    per_head = math.prod(head.w1_shape) + math.prod(head.w2_shape)
+    return solution.n_heads * per_head + (head.c if solution.fit_intercept else 0)
+
+
+def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
+               select_tol: float, max_iter: int, method: str = "auto",
+               n_classes: int | None = None) -> tuple[dict, Solution]:
+    """One head fitted by the protocol above; returns its table row and the final solution.
+
+    The row holds β (and the validation accuracy when it was picked), train and test
+    accuracy, the certificate (objective, lower bound, relative gap, status, how the spectral
+    norms were computed), the heads and parameters of the equivalent network, iterations,
+    seconds of the final solve and of the β path, the solver's notes, and the final solve's
+    history as (seconds, gap) pairs.
+    """
+    betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
+    init, notes, val_acc, select_seconds = None, [], None, None
+    beta = betas[0]
+    if len(betas) > 1:
+        if data.fit_mask is None:
+            raise ValueError("data: several β need a validation split (fit_mask), got none")
+        start = time.perf_counter()
+        fit, val = data.fit_mask, ~data.fit_mask
+        scores = []  # (validation accuracy, β, solution)
+        for b in betas:
+            problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=b,
+                              n_classes=n_classes)
+            init, messages = solve_recorded(problem, select_tol, max_iter, init, method)
+            notes += [f"β path {b:g}: {m}" for m in messages]
+            scores.append((accuracy(init, data.X_train[val], data.y_train[val]), b, init))
+        val_acc, beta, init = max(scores, key=lambda t: (t[0], t[1]))  # ties: larger β
+        select_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes)
+    solution, messages = solve_recorded(problem, tol, max_iter, init, method)
+    seconds = time.perf_counter() - start
+    row = {
+        "beta": beta, "val_acc": val_acc,
+        "train_acc": accuracy(solution, data.X_train, data.y_train),
+        "test_acc": accuracy(solution, data.X_test, data.y_test),
+        "objective": solution.objective, "lower_bound": solution.lower_bound,
+        "gap": solution.gap, "status": solution.status, "heads": solution.n_heads,
+        "parameters": network_parameters(solution), "method": solution.method,
+        "iterations": solution.n_iter, "certificate": solution.certificate,
+        "seconds": seconds, "select_seconds": select_seconds, "notes": notes + messages,
+        "history": [[c.seconds, c.gap] for c in solution.history],
+    }
+    return row, solution

@@ -1,0 +1,444 @@
+"""The paper's comparison (SPEC.md §6) on cached backbone tokens: ``cvxattn table``.
+
+Data. Two token caches written by ``cvxattn features`` (train and test, same backbone, grid,
+d and classes). Features are standardized with the training tokens' mean and standard
+deviation (per feature, over samples and tokens), as for any regularized linear model. A
+stratified validation split (``val_fraction`` of the training set, seeded) is carved out
+for every choice made on validation.
+
+Rows.
+- Every requested convex head (SPEC.md §2), fitted by :func:`cvxattn.protocol.fit_convex`:
+  β picked on validation along a warm-started path, refitted on the whole training set and
+  certified to a relative duality gap ≤ ``tol``.
+- ``logistic``: scikit-learn's LogisticRegression on the flattened tokens (s·d features),
+  C picked on validation from :data:`LOGISTIC_C`, refitted on the whole training set.
+- ``mlp``: a token-wise ReLU MLP (width = the MLP's gates, 100 by default) and ``attention``:
+  softmax multi-head self-attention (heads = the attention's gates, 5 by default), each
+  mean-pooled, trained by AdamW (decoupled weight decay ``adamw_decay``) on the fit part
+  with the epoch of best validation accuracy kept (early stopping).
+- ``networks``: each convex head's own network, as many heads per block as the largest block
+  rank of its certified solution, trained from random initialization by AdamW on exactly the
+  convex program's objective (mean loss + β · weight decay at the chosen β, on the whole
+  training set). Its objective is never below the certified optimum; the ``excess`` column
+  is (objective − P)/|P| against the convex row's P.
+
+Output: the table (Markdown, CSV and JSON with every row, the command, versions and date) and
+two figures: test accuracy by model, and the relative duality gap against time of every final
+convex solve.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .baselines import MLPHead, SoftmaxAttentionHead, accuracy as network_accuracy, train_adamw
+from .features import TokenSet
+from .heads import REGISTRY, create
+from .protocol import fit_convex, stratified_subset
+from .report import Column, write_atomic
+
+__all__ = ["ProtocolConfig", "TableConfig", "TableData", "prepare", "iter_rows",
+           "table_columns", "write_csv", "DEFAULT_GATES", "BASELINES", "LOGISTIC_C"]
+
+ACTIVATIONS = ("linear", "gated")
+# SPEC.md §6: m = 100 gates for the MLP, 5 heads for self-attention, B = 5 for the B-FNO; the
+# other attention-type heads get 5 gates, which keeps their sizes comparable.
+DEFAULT_GATES = {"mlp": 100, "attention": 5, "mixer": 5, "fno": 5, "bfno": 5}
+BASELINES = ("logistic", "mlp", "attention", "networks")
+LOGISTIC_C = (0.01, 0.1, 1.0)  # C = 1 / (n · regularization); picked on validation
+METHODS = ("auto", "fista", "factorized")
+
+
+def _meta(text: str, **kw) -> dict:
+    """Field metadata: the --help text of the option derived from the field (cli.py)."""
+    return {"help": text, **kw}
+
+
+def _positive(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _count(x) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, bool) and x >= 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtocolConfig:
+    """How the heads and baselines are fitted; shared by ``cvxattn table`` and ``run``."""
+
+    heads: tuple[str, ...] = field(default=tuple(REGISTRY), metadata=_meta(
+        "convex heads to fit", choices=tuple(REGISTRY), metavar="HEAD"))
+    activations: tuple[str, ...] = field(default=ACTIVATIONS, metadata=_meta(
+        "activations to fit for each head", choices=ACTIVATIONS, metavar="ACTIVATION"))
+    beta: tuple[float, ...] = field(default=(1e-2, 3e-3, 1e-3), metadata=_meta(
+        "candidate β (weight of the block nuclear norm; the loss is a mean over samples). "
+        "Each head picks its own on the validation split along a warm-started path, then is "
+        "refitted on the whole training set. One value: no selection", metavar="BETA"))
+    tol: float = field(default=1e-3, metadata=_meta(
+        "certify every final fit to this relative duality gap (P − D)/|P|"))
+    select_tol: float = field(default=1e-2, metadata=_meta(
+        "relative duality gap of the path solves that pick β", metavar="TOL"))
+    max_iter: int = field(default=5000, metadata=_meta(
+        "solver iteration limit per solve; a fit that stops before --tol is reported with "
+        "its status and its actual gap", metavar="N"))
+    method: str = field(default="auto", metadata=_meta(
+        "solver: auto (by size and memory), fista or factorized", choices=METHODS))
+    n_gates: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_GATES),
+                                       metadata=_meta(
+        "gates m of the gated heads (per group for bfno), as HEAD=M pairs; heads not named "
+        "keep their default", metavar="HEAD=M"))
+    bfno_groups: int = field(default=5, metadata=_meta(
+        "groups B of the block FNO (must divide d and the number of classes)", metavar="B"))
+    baselines: tuple[str, ...] = field(default=BASELINES, metadata=_meta(
+        "baselines: logistic (scikit-learn), mlp and attention (softmax multi-head) trained "
+        "by AdamW, networks (each convex head's own network trained by AdamW on the same "
+        "objective), or none", choices=BASELINES + ("none",), metavar="BASELINE"))
+    epochs: int = field(default=20, metadata=_meta("AdamW epochs", metavar="N"))
+    lr: float = field(default=3e-3, metadata=_meta("AdamW learning rate (cosine decay)"))
+    adamw_decay: float = field(default=1e-2, metadata=_meta(
+        "AdamW decoupled weight decay of the mlp and attention baselines", metavar="DECAY"))
+    val_fraction: float = field(default=0.2, metadata=_meta(
+        "fraction of the training set held out to pick β, C and epochs", metavar="FRACTION"))
+    standardize: bool = field(default=True, metadata=_meta(
+        "standardize every feature with the training tokens' mean and deviation"))
+    seed: int = field(default=0, metadata=_meta(
+        "seed of the validation split, the gates and the AdamW runs"))
+    threads: int | None = field(default=None, metadata=_meta(
+        "torch threads (default: torch's, all cores)", metavar="N"))
+    out: Path = field(default=Path("results"), metadata=_meta(
+        "folder for table.md, table.csv, table.json, accuracy.png and gap.png (written "
+        "atomically)", metavar="DIR"))
+
+    def __post_init__(self):
+        def fix(name, value):
+            object.__setattr__(self, name, value)
+
+        for name, choices in (("heads", tuple(REGISTRY)), ("activations", ACTIVATIONS),
+                              ("baselines", BASELINES + ("none",))):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, str) else tuple(value)
+            bad = [v for v in value if v not in choices]
+            if name == "baselines" and "none" in value and len(value) > 1:
+                bad.append("none (with others)")
+            if bad or not value or len(set(value)) != len(value):
+                raise ValueError(f"{name}: expected distinct names from {choices}, got "
+                                 f"{value}")
+            fix(name, value)
+        beta = (self.beta,) if isinstance(self.beta, Real) else tuple(self.beta)
+        if not beta or not all(_positive(b) for b in beta) or len(set(beta)) != len(beta):
+            raise ValueError(f"beta: expected distinct finite numbers > 0, got {beta}")
+        fix("beta", tuple(float(b) for b in beta))
+        for name in ("tol", "select_tol", "val_fraction"):
+            value = getattr(self, name)
+            if not (_positive(value) and value < 1):
+                raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
+        for name in ("lr", "adamw_decay"):
+            value = getattr(self, name)
+            if not (_positive(value) or value == 0):
+                raise ValueError(f"{name}: expected a finite number ≥ 0, got {value!r}")
+        for name in ("max_iter", "epochs", "bfno_groups"):
+            if not _count(getattr(self, name)):
+                raise ValueError(f"{name}: expected a positive integer, got "
+                                 f"{getattr(self, name)!r}")
+        if self.threads is not None and not _count(self.threads):
+            raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
+        gates = dict(self.n_gates)
+        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not _count(v)}
+        if bad:
+            raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(REGISTRY)} and M a "
+                             f"positive integer, got {bad}")
+        fix("n_gates", {**DEFAULT_GATES, **gates})
+        if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
+                and self.seed >= 0):
+            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed!r}")
+        fix("out", Path(self.out))
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: expected a directory, got the file {str(self.out)!r}")
+
+    @property
+    def fitted_baselines(self) -> tuple[str, ...]:
+        return () if self.baselines == ("none",) else self.baselines
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableConfig(ProtocolConfig):
+    """What ``cvxattn table`` compares; its options are derived from these fields."""
+
+    train: Path = field(metadata=_meta(
+        "token cache of the training images (a folder written by `cvxattn features`)",
+        metavar="DIR"))
+    test: Path = field(metadata=_meta("token cache of the test images", metavar="DIR"))
+
+
+@dataclass(frozen=True)
+class TableData:
+    """Standardized tokens of one comparison, with its validation split (a :class:`Split`)."""
+
+    X_train: np.ndarray  # (n_train, s, d) float32
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    fit_mask: np.ndarray  # (n_train,) True: fit part, False: validation
+    grid: tuple[int, int]
+    classes: tuple[str, ...]
+    mean: np.ndarray  # (d,) the standardization (0 and 1 when off)
+    std: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def prepare(config: ProtocolConfig, train: TokenSet, test: TokenSet) -> TableData:
+    """Check that the two caches match, standardize, carve the validation split."""
+    if (train.s, train.d) != (test.s, test.d) or tuple(train.grid) != tuple(test.grid):
+        raise ValueError(f"test: expected tokens like the training tokens ({train.s} tokens "
+                         f"of {train.d} features on a {train.grid} grid), got {test.s} of "
+                         f"{test.d} on {test.grid}")
+    if tuple(train.classes) != tuple(test.classes):
+        raise ValueError("test: expected the training set's classes, got other class names")
+    c = len(train.classes)
+    if "bfno" in config.heads and (train.d % config.bfno_groups or c % config.bfno_groups):
+        raise ValueError(f"bfno_groups: expected B dividing d = {train.d} and the {c} classes, "
+                         f"got {config.bfno_groups}")
+    X_train = np.asarray(train.X, np.float32)
+    X_test = np.asarray(test.X, np.float32)
+    d = X_train.shape[2]
+    if config.standardize:
+        flat = X_train.reshape(-1, d).astype(np.float64)
+        mean, std = flat.mean(0), flat.std(0)
+        std[std == 0] = 1.0  # a constant feature stays constant (zero)
+    else:
+        mean, std = np.zeros(d), np.ones(d)
+    X_train = ((X_train - mean) / std).astype(np.float32)
+    X_test = ((X_test - mean) / std).astype(np.float32)
+    index = np.arange(len(train.y))
+    n_val = max(1, round(config.val_fraction * len(index)))
+    val = stratified_subset(index, train.y, n_val, config.seed + 2)
+    fit_mask = ~np.isin(index, val)
+    for part, name in ((train.y[fit_mask], "fit"), (train.y[~fit_mask], "validation")):
+        missing = sorted(set(range(c)) - set(np.unique(part).tolist()))
+        if missing:
+            raise ValueError(f"val_fraction: the {name} part of the {len(index)} training "
+                             f"images lacks classes {missing}; expected every class in both "
+                             "(use more training images or change val_fraction)")
+    return TableData(X_train, np.asarray(train.y), X_test, np.asarray(test.y), fit_mask,
+                     tuple(train.grid), tuple(train.classes), mean, std)
+
+
+# -------------------------------------------------------------------------------- rows
+def _row(head: str, activation: str | None, fitted_by: str, **values) -> dict:
+    """A table row with every column present (None where it does not apply)."""
+    row = dict.fromkeys(["gates", "beta", "val_acc", "train_acc", "test_acc", "objective",
+                         "lower_bound", "gap", "excess", "status", "heads", "parameters",
+                         "iterations", "certificate", "method", "seconds", "select_seconds"])
+    row.update(notes=[])
+    row.update(head=head, activation=activation, fitted_by=fitted_by, **values)
+    return {"head": row.pop("head"), "activation": row.pop("activation"),
+            "fitted_by": row.pop("fitted_by"), **row}
+
+
+def fit_logistic(data: TableData, seed: int = 0) -> dict:
+    """LogisticRegression on flattened tokens; C picked on validation, refitted on all."""
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    flat = data.X_train.reshape(len(data.X_train), -1)
+    fit, val = data.fit_mask, ~data.fit_mask
+    scores = []
+    for C in LOGISTIC_C:
+        model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+        model.fit(flat[fit], data.y_train[fit])
+        scores.append((float(model.score(flat[val], data.y_train[val])), -C, C))
+    val_acc, _, C = max(scores)  # ties: the smaller C (more regularization)
+    select_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(flat,
+                                                                           data.y_train)
+    seconds = time.perf_counter() - start
+    return _row("logistic", "linear", "scikit-learn", val_acc=val_acc,
+                train_acc=float(model.score(flat, data.y_train)),
+                test_acc=float(model.score(data.X_test.reshape(len(data.X_test), -1),
+                                           data.y_test)),
+                parameters=int(model.coef_.size + model.intercept_.size),
+                iterations=int(np.max(model.n_iter_)), seconds=seconds,
+                select_seconds=select_seconds, notes=[f"C = {C:g} (picked on validation)"])
+
+
+def _tensors(data: TableData, mask: np.ndarray | None = None):
+    X, y = data.X_train, data.y_train
+    if mask is not None:
+        X, y = X[mask], y[mask]
+    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y.astype(np.int64))
+
+
+def fit_adamw_baseline(config: ProtocolConfig, data: TableData, kind: str) -> dict:
+    """The MLP or softmax-attention head people train today: AdamW on the fit part, the epoch
+    of best validation accuracy kept."""
+    _, s, d = data.X_train.shape
+    c = data.n_classes
+    if kind == "mlp":
+        model = MLPHead(d, c, width=config.n_gates["mlp"], seed=config.seed,
+                        dtype=torch.float32)
+        name = "mlp (ReLU)"
+    else:
+        model = SoftmaxAttentionHead(d, c, n_heads=config.n_gates["attention"],
+                                     seed=config.seed, dtype=torch.float32)
+        name = "attention (softmax)"
+    X_fit, y_fit = _tensors(data, data.fit_mask)
+    validation = _tensors(data, ~data.fit_mask)
+    result = train_adamw(model, X_fit, y_fit, lr=config.lr, epochs=config.epochs,
+                         weight_decay=config.adamw_decay, seed=config.seed,
+                         validation=validation)
+    X_test = torch.from_numpy(data.X_test)
+    y_test = torch.from_numpy(data.y_test.astype(np.int64))
+    return _row(name, None, "AdamW", val_acc=result.val_acc,
+                train_acc=network_accuracy(model, X_fit, y_fit),
+                test_acc=network_accuracy(model, X_test, y_test),
+                parameters=sum(p.numel() for p in model.parameters()),
+                iterations=result.best_epoch, seconds=result.seconds,
+                notes=[f"{kind}: epoch {result.best_epoch} of {config.epochs} kept (best "
+                       "validation accuracy); trained on the fit part only"])
+
+
+def fit_network(config: ProtocolConfig, data: TableData, convex: dict, solution) -> dict:
+    """A convex head's own network, trained by AdamW on the same objective at the same β."""
+    head, beta = solution.head, convex["beta"]
+    per_block = max(int(solution.ranks.max()), 1)
+    net = head.network(per_block, seed=config.seed).to(torch.float32)
+    X, y = _tensors(data)
+    result = train_adamw(net, X, y, lr=config.lr, epochs=config.epochs, penalty=beta,
+                         seed=config.seed)
+    X_test = torch.from_numpy(data.X_test)
+    y_test = torch.from_numpy(data.y_test.astype(np.int64))
+    P = convex["objective"]
+    return _row(convex["head"], convex["activation"], "AdamW", gates=convex["gates"],
+                beta=beta, train_acc=network_accuracy(net, X, y),
+                test_acc=network_accuracy(net, X_test, y_test), objective=result.objective,
+                excess=(result.objective - P) / abs(P),
+                heads=head.n_blocks * per_block,
+                parameters=sum(p.numel() for p in net.parameters()),
+                iterations=config.epochs, seconds=result.seconds,
+                notes=[f"network: {per_block} heads per block (the largest block rank of the "
+                       "certified solution), same objective and β"])
+
+
+def iter_rows(config: ProtocolConfig, data: TableData,
+              progress: Callable[[str], None] | None = None) -> Iterator[dict]:
+    """Fit every convex head (and its network), then the baselines; yield rows as they end."""
+    say = progress or (lambda message: None)
+    jobs = [(h, a) for h in config.heads for a in config.activations]
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        for k, (name, activation) in enumerate(jobs, 1):
+            gated = activation == "gated"
+            head = create(name, activation, config.n_gates[name], config.seed, data.grid,
+                          config.bfno_groups)
+            fitted, solution = fit_convex(head, data, config.beta, config.tol,
+                                          config.select_tol, config.max_iter, config.method,
+                                          n_classes=data.n_classes)
+            row = _row(name, activation, "cvxattn",
+                       gates=config.n_gates[name] if gated else None, **fitted)
+            say(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} test acc "
+                f"{100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} ({row['status']})  "
+                f"{row['heads']} heads  {row['seconds']:.1f}s (+{row['select_seconds'] or 0:.1f}"
+                "s picking β)")
+            yield row
+            if "networks" in config.fitted_baselines:
+                net_row = fit_network(config, data, row, solution)
+                say(f"      its network by AdamW: objective {net_row['objective']:.4f} "
+                    f"({100 * net_row['excess']:+.1f}% vs P), test acc "
+                    f"{100 * net_row['test_acc']:.2f}%  {net_row['seconds']:.1f}s")
+                yield net_row
+        if "logistic" in config.fitted_baselines:
+            row = fit_logistic(data, config.seed)
+            say(f"logistic: test acc {100 * row['test_acc']:.2f}%  {row['seconds']:.1f}s")
+            yield row
+        for kind in ("mlp", "attention"):
+            if kind in config.fitted_baselines:
+                row = fit_adamw_baseline(config, data, kind)
+                say(f"{row['head']} by AdamW: test acc {100 * row['test_acc']:.2f}%  "
+                    f"{row['seconds']:.1f}s")
+                yield row
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------- output
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def table_columns() -> list[Column]:
+    """The columns of the printed table (CSV and JSON keep every key of the rows)."""
+    return [Column("head"), Column("activation"), Column("fitted_by", "fitted by"),
+            Column("gates", "gates m", "d"), Column("beta", "β", "g"),
+            Column("val_acc", "val acc %", _percent), Column("test_acc", "test acc %", _percent),
+            Column("objective", "train objective", ".5f"), Column("gap", "rel. gap", ".1e"),
+            Column("excess", "vs P", lambda v: f"{100 * v:+.1f}%"), Column("status"),
+            Column("heads", "heads (rank)", "d"), Column("parameters", "params", "d"),
+            Column("seconds", "fit s", ".1f"), Column("select_seconds", "select s", ".1f")]
+
+
+CSV_KEYS = ("head", "activation", "fitted_by", "gates", "beta", "val_acc", "train_acc",
+            "test_acc", "objective", "lower_bound", "gap", "excess", "status", "heads",
+            "parameters", "iterations", "method", "certificate", "seconds", "select_seconds")
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """The rows' scalar columns as CSV (empty cells where a value does not apply), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_KEYS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_KEYS})
+    return write_atomic(path, buffer.getvalue())
+
+
+def notes_for(rows: list[dict]) -> list[str]:
+    """What the columns mean, then each row's own notes."""
+    notes = ["rel. gap: certified (P − D)/|P| of the convex program (SPEC.md §4); heads "
+             "(rank): Σ_g rank Z_g, the heads of the network the optimum equals; params: "
+             "trainable parameters of that network (fixed gates not counted).",
+             "vs P: the AdamW-trained network's objective on the same program, relative to "
+             "the certified P of the convex row above it (≥ 0 up to the gap)."]
+    for r in rows:
+        for message in r.get("notes", []):
+            label = " ".join(str(r[k]) for k in ("head", "activation") if r.get(k))
+            notes.append(f"{label} ({r['fitted_by']}): {message}")
+    return notes
+
+
+def write_outputs(out: Path, rows: list[dict], table: str, notes: list[str], summary: str,
+                  manifest: dict, config: dict, title: str) -> list[Path]:
+    """table.md, table.csv, table.json, accuracy.png and gap.png in ``out``, atomically."""
+    from .report import plot_accuracy, plot_gaps, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    versions = ", ".join(f"{k} {v}" for k, v in manifest["versions"].items())
+    markdown = "\n".join(
+        [f"# {title}", "", f"- command: `{manifest['command']}`",
+         f"- date (UTC): {manifest['date']}",
+         f"- versions: {versions}, Python {manifest['python']}", f"- {summary}", "",
+         table, ""] + [f"- {note}" for note in notes]) + "\n"
+    return [write_atomic(out / "table.md", markdown),
+            write_csv(out / "table.csv", rows),
+            write_json(out / "table.json", {"manifest": manifest, "config": config,
+                                            "summary": summary, "rows": rows,
+                                            "notes": notes}),
+            plot_accuracy(rows, out / "accuracy.png", title=f"{title}: test accuracy"),
+            plot_gaps([r for r in rows if r["fitted_by"] == "cvxattn"], out / "gap.png")]

@@ -1,0 +1,196 @@
+"""``cvxattn table`` and ``cvxattn run``: the paper's protocol end to end on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from cvxattn.cli import main
+from cvxattn.features import extract, load
+from cvxattn.table import ProtocolConfig, TableConfig, prepare
+
+GRID, D = (2, 2), 4
+
+
+class Images:
+    """n images whose pixels carry their class (two classes) plus noise."""
+
+    source, classes = "memory", ("a", "b")
+
+    def __init__(self, n, seed, split):
+        rng = np.random.default_rng(seed)
+        self.name, self.split = "toy", split
+        self.labels = np.arange(n) % 2
+        self.images = [np.clip(rng.normal(100 + 60 * y, 40, (4, 4)), 0, 255).astype(np.uint8)
+                       for y in self.labels]
+
+    def __len__(self):
+        return len(self.labels)
+
+
+class Backbone:
+    """Each 2×2 patch becomes a token of D statistics of its pixels."""
+
+    name, image_size, grid, n_features = "toy", 4, GRID, D
+
+    def describe(self):
+        return {"name": "toy", "version": 1}
+
+    def tokens(self, images):
+        out = []
+        for im in images:
+            patches = np.asarray(im, np.float32).reshape(2, 2, 2, 2).transpose(0, 2, 1, 3)
+            p = patches.reshape(4, 4) / 255
+            out.append(np.stack([p.mean(1), p.max(1), p.min(1), p[:, 0]], axis=1))
+        return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    extract(Images(40, 0, "train"), Backbone(), root / "train", d=D, progress=False)
+    extract(Images(20, 1, "test"), Backbone(), root / "test", d=D, progress=False)
+    return root / "train", root / "test"
+
+
+def test_table_fits_heads_networks_and_baselines_and_writes_every_file(caches, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "results"
+    argv = ["table", "--train", str(caches[0]), "--test", str(caches[1]), "--heads", "mlp",
+            "attention", "--beta", "1e-2", "3e-3", "--tol", "1e-4", "--epochs", "2",
+            "--bfno-groups", "2", "--n-gates", "mlp=3", "attention=2", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| head" in printed and "files:" in printed
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    convex = [r for r in rows if r["fitted_by"] == "cvxattn"]
+    networks = [r for r in rows if r["fitted_by"] == "AdamW" and r["activation"]]
+    assert len(convex) == 4 and len(networks) == 4
+    for r in convex:
+        assert r["status"] == "optimal" and r["gap"] <= 1e-4
+        assert r["beta"] in (1e-2, 3e-3) and 0 <= r["val_acc"] <= 1
+        assert r["history"] and r["parameters"] >= r["heads"]
+    for net, cvx in zip(networks, convex):  # each network follows its convex row
+        assert (net["head"], net["activation"], net["beta"]) == \
+            (cvx["head"], cvx["activation"], cvx["beta"])
+        # AdamW minimizes the same program: it cannot beat the certified lower bound
+        assert net["objective"] >= cvx["lower_bound"] - 1e-6
+    names = {r["head"] for r in rows if r["activation"] in (None, "linear")
+             and r["fitted_by"] != "cvxattn"}
+    assert {"logistic", "mlp (ReLU)", "attention (softmax)"} <= names
+    with open(out / "table.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and table[0]["head"] == "mlp"
+    markdown = (out / "table.md").read_text()
+    assert "- command: `cvxattn table" in markdown and "torch" in markdown
+    for name in ("accuracy.png", "gap.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
+
+
+def test_one_beta_skips_selection_and_none_skips_baselines(caches, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["table", "--train", str(caches[0]), "--test", str(caches[1]), "--heads",
+                 "fno", "--activations", "linear", "--beta", "1e-2", "--baselines", "none",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["val_acc"] is None and rows[0]["select_seconds"] is None
+
+
+def test_standardization_uses_training_statistics_only(caches):
+    train, test = load(caches[0]), load(caches[1])
+    data = prepare(TableConfig(train=caches[0], test=caches[1], bfno_groups=2), train, test)
+    flat = data.X_train.reshape(-1, D)
+    np.testing.assert_allclose(flat.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(0), 1, atol=1e-4)
+    expected = (test.X - data.mean) / data.std
+    np.testing.assert_allclose(data.X_test, expected, atol=1e-5)
+    # the validation split is stratified and disjoint from the fit part
+    assert 0 < (~data.fit_mask).sum() < len(data.fit_mask)
+    assert set(data.y_train[~data.fit_mask]) == {0, 1}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--beta", "0"], "argument --beta: expected distinct finite numbers > 0"),
+    (["--tol", "2"], "argument --tol: expected a number in (0, 1)"),
+    (["--baselines", "none", "logistic"], "argument --baselines: expected distinct names"),
+    (["--bfno-groups", "3"], "argument --bfno-groups: expected B dividing d = 4"),
+    (["--bfno-groups", "2", "--val-fraction", "0.01"],
+     "argument --val-fraction: the validation part"),
+])
+def test_table_rejects_bad_options_naming_them(caches, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table", "--train", str(caches[0]), "--test", str(caches[1]),
+              "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_table_rejects_caches_that_do_not_match(caches, tmp_path, capsys):
+    other = tmp_path / "other"
+    extract(Images(20, 2, "test"), Backbone(), other, d=2, progress=False)
+    with pytest.raises(SystemExit):
+        main(["table", "--train", str(caches[0]), "--test", str(other), "--out",
+              str(tmp_path / "r")])
+    assert "argument --test: expected tokens like the training tokens" in \
+        capsys.readouterr().err
+
+
+def test_protocol_config_names_the_bad_field():
+    with pytest.raises(ValueError, match="heads: expected distinct names"):
+        ProtocolConfig(heads=("mlp", "mlp"))
+    with pytest.raises(ValueError, match="n_gates: expected HEAD=M"):
+        ProtocolConfig(n_gates={"mlp": 0})
+
+
+def test_table_and_run_help_are_complete(capsys):
+    for command, options in (("table", ("--train", "--test", "--heads", "--beta", "--tol",
+                                        "--baselines", "--out")),
+                             ("run", ("--full", "--n-train", "--n-test", "--d", "--cache",
+                                      "--root", "--heads", "--beta", "--out"))):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for option in options:
+            assert option in text
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(k).to_bytes(4, "big")
+                                                     for k in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsys):
+    """The main job on a tiny Fashion-MNIST folder in the real IDX format, through the real
+    EfficientNet-Lite0 (ONNX Runtime)."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 256, (n, 28, 28))
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    out = tmp_path / "results"
+    argv = ["run", "--root", str(root), "--n-train", "30", "--n-test", "10", "--d", "10",
+            "--val-fraction", "0.34", "--heads", "mlp", "--activations", "linear",
+            "--beta", "0.1", "--baselines", "logistic", "--cache", str(tmp_path / "features"),
+            "--model-cache", str(tmp_path / "models"), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| mlp" in printed and "| logistic" in printed and str(out) in printed
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert rows[0]["status"] == "optimal" and rows[0]["gap"] <= 1e-3
+    cached = [p for p in (tmp_path / "features").iterdir() if p.is_dir()]
+    assert len(cached) == 2 and all(load(p).X.shape[1:] == (49, 10) for p in cached)
+    with pytest.raises(SystemExit) as exit_info:  # more images than the folder has
+        main([*argv[:3], "--n-train", "31", *argv[5:]])
+    assert exit_info.value.code == 2
+    assert "argument --n-train: expected at most the 30 images" in capsys.readouterr().err
