@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .make/installed
 
-.PHONY: install run test
+.PHONY: install run test digits
 
 # torch is pinned to the local CPU wheel first; an unpinned torch pulls CUDA packages.
 # Installed without their dependencies: foolbox, for the 20 real sample images per data set it
@@ -15,10 +15,22 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	mkdir -p .make && touch $(STAMP)
 
+# Fashion-MNIST (60k/10k, IDX) comes from Debian's package; installed once, as root or by sudo.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
 install: $(STAMP)
 
-run: $(STAMP)
-	$(PYTHON) -m cvxattn digits
+# The main job: EfficientNet-Lite0 tokens of a seeded Fashion-MNIST subset, then the table.
+run: $(STAMP) $(FASHION_MNIST)
+	$(PYTHON) -m cvxattn run
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+digits: $(STAMP)
+	$(PYTHON) -m cvxattn digits

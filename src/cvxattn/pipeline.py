@@ -29,7 +29,7 @@ __all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features", "Fit
 
 # The main job's default: a seeded subset sized so that `cvxattn run` ends within 15 minutes
 # on a 2-core CPU (docs in README.md); --full uses all images.
-RUN_TRAIN, RUN_TEST, RUN_D = 10_000, 2_000, 20
+RUN_TRAIN, RUN_TEST, RUN_D = 2_000, 1_000, 10
 SAMPLE_SETS = ("imagenet", "cifar10", "cifar100", "mnist", "fashion-mnist")
 DATASETS = ("fashion-mnist", "cifar100", "folder") + tuple(f"samples-{s}" for s in SAMPLE_SETS)
 

@@ -66,8 +66,15 @@ class Mixer(Head):
         if not self.gated:
             Ztk = Z5[0].permute(1, 2, 0, 3).reshape(s * d, s * self.c)  # ((t,k), (a,o))
             return (X.reshape(n, s * d) @ Ztk).reshape(n, s, self.c)
-        V = torch.einsum("ntk,matko->nmako", X, Z5)  # (n, m, s, d, c)
-        return torch.einsum("nmak,nmako->nao", data["mask"], V)
+        # one feature k at a time: Σ_t X[t,k] Z_j[(a,t),(k,o)] is a single matrix product
+        # (n, s) @ (s, m·s·c), which BLAS runs at full speed; the masks then pick and sum
+        m, c = Z5.shape[0], self.c
+        out = X.new_zeros((n, s, c))
+        for k in range(d):
+            Zk = Z5[:, :, :, k, :].permute(2, 0, 1, 3).reshape(s, m * s * c)  # (t, (j,a,o))
+            V = (X[:, :, k] @ Zk).reshape(n, m, s, c)  # (n, j, a, o)
+            out = out + (data["mask"][..., k, None] * V).sum(1)
+        return out
 
     def pooled(self, Z, data):
         if self.gated:
