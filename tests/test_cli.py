@@ -106,8 +106,8 @@ def test_help_is_complete_and_exits_zero():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--beta", "-1"], "argument --beta: expected finite numbers > 0"),
-    (["--beta", "nan"], "argument --beta: expected finite numbers > 0"),
+    (["--beta", "-1"], "argument --beta: expected distinct finite numbers > 0"),
+    (["--beta", "nan"], "argument --beta: expected distinct finite numbers > 0"),
     (["--heads", "mlp", "vit"], "argument --heads: invalid choice: 'vit'"),
     (["--activations", "relu"], "argument --activations: invalid choice: 'relu'"),
     (["--tol", "abc"], "argument --tol: invalid float value: 'abc'"),

@@ -83,8 +83,8 @@ def test_split_rejects_a_subset_larger_than_its_split():
 
 # ------------------------------------------------------------------------ config
 @pytest.mark.parametrize("kwargs, message", [
-    ({"beta": (-1.0,)}, "beta: expected finite numbers > 0"),
-    ({"beta": (1e-3, 1e-3)}, "beta: expected finite numbers > 0"),
+    ({"beta": (-1.0,)}, "beta: expected distinct finite numbers > 0"),
+    ({"beta": (1e-3, 1e-3)}, "beta: expected distinct finite numbers > 0"),
     ({"heads": ("mlp", "transformer")}, "heads: expected distinct names"),
     ({"activations": ("relu",)}, "activations: expected distinct names"),
     ({"n_gates": {"mlp": 0}}, "n_gates: expected HEAD=M"),

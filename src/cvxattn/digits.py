@@ -16,7 +16,6 @@ from the path — the paper's protocol (SPEC.md §6).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 
 from .heads import REGISTRY, create
-from .protocol import fit_convex, stratified_subset
+from .protocol import (checked_betas, checked_names, fit_convex, is_count, is_positive,
+                       stratified_subset)
 from .report import Column
 
 __all__ = ["DigitsConfig", "DigitsData", "patch_tokens", "load_digits_tokens",
@@ -61,7 +61,7 @@ class DigitsConfig:
     >>> DigitsConfig(beta=(-1.0,))
     Traceback (most recent call last):
     ...
-    ValueError: beta: expected finite numbers > 0, got (-1.0,)
+    ValueError: beta: expected distinct finite numbers > 0, got (-1.0,)
     """
 
     heads: tuple[str, ...] = field(default=tuple(REGISTRY), metadata=_meta(
@@ -116,44 +116,35 @@ class DigitsConfig:
         def fix(name, value):
             object.__setattr__(self, name, value)
 
-        for name, choices in (("heads", tuple(REGISTRY)), ("activations", ACTIVATIONS)):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, str) else tuple(value)
-            bad = [v for v in value if v not in choices]
-            if not value or bad or len(set(value)) != len(value):
-                raise ValueError(f"{name}: expected distinct names from {choices}, got "
-                                 f"{value}")
-            fix(name, value)
-        beta = (self.beta,) if isinstance(self.beta, Real) else tuple(self.beta)
-        if not beta or not all(_positive(b) for b in beta) or len(set(beta)) != len(beta):
-            raise ValueError(f"beta: expected finite numbers > 0, got {beta}")
-        fix("beta", tuple(float(b) for b in beta))
+        fix("heads", checked_names("heads", self.heads, tuple(REGISTRY)))
+        fix("activations", checked_names("activations", self.activations, ACTIVATIONS))
+        fix("beta", checked_betas(self.beta))
         for name in ("tol", "select_tol"):
             value = getattr(self, name)
-            if not _positive(value) or value >= 1:
+            if not is_positive(value) or value >= 1:
                 raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
         for name in ("test_size", "val_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, Real) and 0 < value < 1):
                 raise ValueError(f"{name}: expected a fraction in (0, 1), got {value!r}")
         for name in ("max_iter", "threads"):
-            if not _count(getattr(self, name)):
+            if not is_count(getattr(self, name)):
                 raise ValueError(f"{name}: expected a positive integer, got "
                                  f"{getattr(self, name)!r}")
         gates = dict(self.n_gates)
-        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not _count(v)}
+        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not is_count(v)}
         if bad:
             raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(REGISTRY)} and M a "
                              f"positive integer, got {bad}")
         fix("n_gates", {**DEFAULT_GATES, **gates})
         B = self.bfno_groups
-        if not _count(B) or N_FEATURES % B or N_CLASSES % B:
+        if not is_count(B) or N_FEATURES % B or N_CLASSES % B:
             raise ValueError(f"bfno_groups: expected B dividing d = {N_FEATURES} and c = "
                              f"{N_CLASSES} (1 or 2), got {B!r}")
-        if self.n_train is not None and (not _count(self.n_train) or self.n_train < N_CLASSES):
+        if self.n_train is not None and (not is_count(self.n_train) or self.n_train < N_CLASSES):
             raise ValueError(f"n_train: expected an integer ≥ {N_CLASSES} (one image per "
                              f"class), got {self.n_train!r}")
-        if self.n_test is not None and not _count(self.n_test):
+        if self.n_test is not None and not is_count(self.n_test):
             raise ValueError(f"n_test: expected a positive integer, got {self.n_test!r}")
         if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
                 and self.seed >= 0):
@@ -166,14 +157,6 @@ class DigitsConfig:
     @property
     def selects_beta(self) -> bool:
         return len(self.beta) > 1
-
-
-def _positive(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-def _count(x) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool) and x >= 1
 
 
 # ---------------------------------------------------------------------------------- data
@@ -194,7 +177,7 @@ def patch_tokens(images, patch: int = PATCH) -> np.ndarray:
     if images.ndim != 3:
         raise ValueError(f"images: expected shape (n, H, W), got {images.shape}")
     n, H, W = images.shape
-    if not _count(patch) or H % patch or W % patch:
+    if not is_count(patch) or H % patch or W % patch:
         raise ValueError(f"patch: expected a positive integer dividing H = {H} and W = {W}, "
                          f"got {patch!r}")
     h, w = H // patch, W // patch

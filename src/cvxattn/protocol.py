@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +24,34 @@ from .problem import Problem
 from .solvers import ConvergenceWarning, Solution, solve
 
 __all__ = ["Split", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
-           "fit_convex"]
+           "fit_convex", "is_positive", "is_count", "checked_names", "checked_betas"]
+
+
+# ------------------------------------------------------- checks of the configurations
+def is_positive(x) -> bool:
+    """A finite real number > 0 (not a bool)."""
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def is_count(x) -> bool:
+    """An integer ≥ 1 (not a bool)."""
+    return isinstance(x, Integral) and not isinstance(x, bool) and x >= 1
+
+
+def checked_names(name: str, value, choices: Sequence[str]) -> tuple[str, ...]:
+    """``value`` (one name or several) as a tuple of distinct names from ``choices``."""
+    value = (value,) if isinstance(value, str) else tuple(value)
+    if not value or any(v not in choices for v in value) or len(set(value)) != len(value):
+        raise ValueError(f"{name}: expected distinct names from {tuple(choices)}, got {value}")
+    return value
+
+
+def checked_betas(value) -> tuple[float, ...]:
+    """``value`` (one β or several) as a tuple of distinct finite floats > 0."""
+    beta = (value,) if isinstance(value, Real) else tuple(value)
+    if not beta or not all(is_positive(b) for b in beta) or len(set(beta)) != len(beta):
+        raise ValueError(f"beta: expected distinct finite numbers > 0, got {beta}")
+    return tuple(float(b) for b in beta)
 
 
 class Split(Protocol):
@@ -50,7 +77,7 @@ def stratified_subset(index: np.ndarray, y: np.ndarray, size: int, seed: int) ->
     [2, 3, 5]
     """
     index = np.asarray(index)
-    if not (isinstance(size, Integral) and 1 <= size <= len(index)):
+    if not (is_count(size) and size <= len(index)):
         raise ValueError(f"size: expected an integer in [1, {len(index)}], got {size!r}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(index))

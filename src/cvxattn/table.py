@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,8 @@ import torch
 from .baselines import MLPHead, SoftmaxAttentionHead, accuracy as network_accuracy, train_adamw
 from .features import TokenSet
 from .heads import REGISTRY, create
-from .protocol import fit_convex, stratified_subset
+from .protocol import (checked_betas, checked_names, fit_convex, is_count, is_positive,
+                       stratified_subset)
 from .report import Column, write_atomic
 
 __all__ = ["ProtocolConfig", "TableConfig", "TableData", "prepare", "iter_rows",
@@ -65,14 +65,6 @@ METHODS = ("auto", "fista", "factorized")
 def _meta(text: str, **kw) -> dict:
     """Field metadata: the --help text of the option derived from the field (cli.py)."""
     return {"help": text, **kw}
-
-
-def _positive(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-def _count(x) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool) and x >= 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,39 +118,32 @@ class ProtocolConfig:
         def fix(name, value):
             object.__setattr__(self, name, value)
 
-        for name, choices in (("heads", tuple(REGISTRY)), ("activations", ACTIVATIONS),
-                              ("baselines", BASELINES + ("none",))):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, str) else tuple(value)
-            bad = [v for v in value if v not in choices]
-            if name == "baselines" and "none" in value and len(value) > 1:
-                bad.append("none (with others)")
-            if bad or not value or len(set(value)) != len(value):
-                raise ValueError(f"{name}: expected distinct names from {choices}, got "
-                                 f"{value}")
-            fix(name, value)
-        beta = (self.beta,) if isinstance(self.beta, Real) else tuple(self.beta)
-        if not beta or not all(_positive(b) for b in beta) or len(set(beta)) != len(beta):
-            raise ValueError(f"beta: expected distinct finite numbers > 0, got {beta}")
-        fix("beta", tuple(float(b) for b in beta))
+        fix("heads", checked_names("heads", self.heads, tuple(REGISTRY)))
+        fix("activations", checked_names("activations", self.activations, ACTIVATIONS))
+        baselines = checked_names("baselines", self.baselines, BASELINES + ("none",))
+        if "none" in baselines and len(baselines) > 1:
+            raise ValueError(f"baselines: expected distinct names from {BASELINES}, or none "
+                             f"alone, got {baselines}")
+        fix("baselines", baselines)
+        fix("beta", checked_betas(self.beta))
         for name in ("tol", "select_tol", "val_fraction"):
             value = getattr(self, name)
-            if not (_positive(value) and value < 1):
+            if not (is_positive(value) and value < 1):
                 raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
         for name in ("lr", "adamw_decay"):
             value = getattr(self, name)
-            if not (_positive(value) or value == 0):
+            if not (is_positive(value) or value == 0):
                 raise ValueError(f"{name}: expected a finite number ≥ 0, got {value!r}")
         for name in ("max_iter", "epochs", "bfno_groups"):
-            if not _count(getattr(self, name)):
+            if not is_count(getattr(self, name)):
                 raise ValueError(f"{name}: expected a positive integer, got "
                                  f"{getattr(self, name)!r}")
-        if self.threads is not None and not _count(self.threads):
+        if self.threads is not None and not is_count(self.threads):
             raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         gates = dict(self.n_gates)
-        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not _count(v)}
+        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not is_count(v)}
         if bad:
             raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(REGISTRY)} and M a "
                              f"positive integer, got {bad}")
