@@ -195,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _collect(rows) -> tuple[list[dict], bool]:
+    """The rows of an iterator until it ends or Ctrl-C stops it; (rows, interrupted)."""
+    done: list[dict] = []
+    try:
+        for row in rows:
+            done.append(row)
+    except KeyboardInterrupt:
+        return done, True
+    return done, False
+
+
 def _digits_notes(rows: list[dict]) -> list[str]:
     notes = []
     if any(r["head"] == "logistic" for r in rows):
@@ -214,24 +229,11 @@ def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
     start = time.perf_counter()
     config, data = _configured(parser, _digits.DigitsConfig, args, _digits.prepare)
     if config.out is not None:
-        try:  # fail now, not after minutes of fitting
-            config.out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            parser.error(f"argument --out: cannot create the directory {str(config.out)!r}: "
-                         f"{error.strerror}")
+        _make_out(parser, config.out)
 
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    progress(f"digits: {len(data.y_train)} training and {len(data.y_test)} test images, "
-             f"16 tokens × 4 features (2×2 patches, 4×4 grid), seed {config.seed}")
-    rows: list[dict] = []
-    interrupted = False
-    try:
-        for row in _digits.iter_rows(config, data, progress=progress):
-            rows.append(row)
-    except KeyboardInterrupt:
-        interrupted = True
+    _progress(f"digits: {len(data.y_train)} training and {len(data.y_test)} test images, "
+              f"16 tokens × 4 features (2×2 patches, 4×4 grid), seed {config.seed}")
+    rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress))
     total = time.perf_counter() - start
     table = format_table(rows, _digits.table_columns(config))
     notes = _digits_notes(rows)
@@ -258,7 +260,7 @@ def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
             "n_train": len(data.y_train), "n_test": len(data.y_test),
             "total_seconds": total, "interrupted": interrupted, "rows": rows,
             "notes": notes})
-        progress(f"wrote {md_path} and {json_path}")
+        _progress(f"wrote {md_path} and {json_path}")
     return 130 if interrupted else 0
 
 
@@ -330,17 +332,8 @@ examples:
 def _run_table(config, data, description: str, argv: Sequence[str], title: str,
                start: float) -> int:
     """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130)."""
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    progress(description)
-    rows: list[dict] = []
-    interrupted = False
-    try:
-        for row in _table.iter_rows(config, data, progress=progress):
-            rows.append(row)
-    except KeyboardInterrupt:
-        interrupted = True
+    _progress(description)
+    rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress))
     total = time.perf_counter() - start
     table = format_table(rows, _table.table_columns())
     notes = _table.notes_for(rows)
@@ -361,7 +354,7 @@ def _run_table(config, data, description: str, argv: Sequence[str], title: str,
     return 130 if interrupted else 0
 
 
-def _describe(data, n_train: int) -> str:
+def _describe(data) -> str:
     n, s, d = data.X_train.shape
     return (f"{n} training images ({int(data.fit_mask.sum())} fit + "
             f"{int((~data.fit_mask).sum())} validation) and {len(data.y_test)} test images; "
@@ -382,7 +375,7 @@ def run_table(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     config, data = _configured(parser, _table.TableConfig, args, load_both)
     _make_out(parser, config.out)
-    return _run_table(config, data, _describe(data, len(data.y_train)), argv,
+    return _run_table(config, data, _describe(data), argv,
                       f"cvxattn table: {config.train.name}", start)
 
 
@@ -406,7 +399,7 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
     start = time.perf_counter()
     config, data = _configured(parser, _pipeline.RunConfig, args, _pipeline.run_features)
     _make_out(parser, config.out)
-    return _run_table(config, data, _describe(data, len(data.y_train)), argv,
+    return _run_table(config, data, _describe(data), argv,
                       f"cvxattn run: {config.dataset}", start)
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .heads import REGISTRY, create
-from .protocol import (checked_betas, checked_names, fit_convex, is_count, is_positive,
-                       stratified_subset)
+from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
+                       is_positive, stratified_subset)
 from .report import Column
 
 __all__ = ["DigitsConfig", "DigitsData", "patch_tokens", "load_digits_tokens",
@@ -131,12 +131,7 @@ class DigitsConfig:
             if not is_count(getattr(self, name)):
                 raise ValueError(f"{name}: expected a positive integer, got "
                                  f"{getattr(self, name)!r}")
-        gates = dict(self.n_gates)
-        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not is_count(v)}
-        if bad:
-            raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(REGISTRY)} and M a "
-                             f"positive integer, got {bad}")
-        fix("n_gates", {**DEFAULT_GATES, **gates})
+        fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
         B = self.bfno_groups
         if not is_count(B) or N_FEATURES % B or N_CLASSES % B:
             raise ValueError(f"bfno_groups: expected B dividing d = {N_FEATURES} and c = "

@@ -21,6 +21,7 @@ from .heads import REGISTRY, create
 from .io import save_solution
 from .problem import Problem
 from .solvers import solve
+from .protocol import is_count
 from .table import ProtocolConfig
 from .table import prepare as prepare_table
 
@@ -196,7 +197,7 @@ class RunConfig(ProtocolConfig):
         super().__post_init__()
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            if not is_count(value):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
     def features(self, split: str) -> FeaturesConfig:

@@ -24,7 +24,8 @@ from .problem import Problem
 from .solvers import ConvergenceWarning, Solution, solve
 
 __all__ = ["Split", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
-           "fit_convex", "is_positive", "is_count", "checked_names", "checked_betas"]
+           "fit_convex", "is_positive", "is_count", "checked_names", "checked_betas",
+           "checked_gates"]
 
 
 # ------------------------------------------------------- checks of the configurations
@@ -52,6 +53,16 @@ def checked_betas(value) -> tuple[float, ...]:
     if not beta or not all(is_positive(b) for b in beta) or len(set(beta)) != len(beta):
         raise ValueError(f"beta: expected distinct finite numbers > 0, got {beta}")
     return tuple(float(b) for b in beta)
+
+
+def checked_gates(value, defaults: dict[str, int], heads: Sequence[str]) -> dict[str, int]:
+    """HEAD=M pairs ``value`` merged over ``defaults``; every HEAD in ``heads``, M ≥ 1."""
+    gates = dict(value)
+    bad = {k: v for k, v in gates.items() if k not in heads or not is_count(v)}
+    if bad:
+        raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(heads)} and M a "
+                         f"positive integer, got {bad}")
+    return {**defaults, **gates}
 
 
 class Split(Protocol):

@@ -43,8 +43,8 @@ import torch
 from .baselines import MLPHead, SoftmaxAttentionHead, accuracy as network_accuracy, train_adamw
 from .features import TokenSet
 from .heads import REGISTRY, create
-from .protocol import (checked_betas, checked_names, fit_convex, is_count, is_positive,
-                       stratified_subset)
+from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
+                       is_positive, stratified_subset)
 from .report import Column, write_atomic
 
 __all__ = ["ProtocolConfig", "TableConfig", "TableData", "prepare", "iter_rows",
@@ -142,12 +142,7 @@ class ProtocolConfig:
             raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
-        gates = dict(self.n_gates)
-        bad = {k: v for k, v in gates.items() if k not in REGISTRY or not is_count(v)}
-        if bad:
-            raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(REGISTRY)} and M a "
-                             f"positive integer, got {bad}")
-        fix("n_gates", {**DEFAULT_GATES, **gates})
+        fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
         if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
                 and self.seed >= 0):
             raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed!r}")
