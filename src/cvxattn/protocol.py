@@ -18,6 +18,7 @@ from numbers import Integral, Real
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from .heads.base import Head
 from .problem import Problem
@@ -131,14 +132,15 @@ def network_parameters(solution: Solution) -> int:
 
 def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
                select_tol: float, max_iter: int, method: str = "auto",
-               n_classes: int | None = None) -> tuple[dict, Solution]:
+               n_classes: int | None = None, dtype: torch.dtype = torch.float64
+               ) -> tuple[dict, Solution]:
     """One head fitted by the protocol above; returns its table row and the final solution.
 
     The row holds β (and the validation accuracy when it was picked), train and test
     accuracy, the certificate (objective, lower bound, relative gap, status, how the spectral
     norms were computed), the heads and parameters of the equivalent network, iterations,
     seconds of the final solve and of the β path, the solver's notes, and the final solve's
-    history as (seconds, gap) pairs.
+    history as (seconds, gap) pairs. ``dtype``: the arithmetic of the solves.
     """
     betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
     init, notes, val_acc, select_seconds = None, [], None, None
@@ -151,14 +153,15 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
         scores = []  # (validation accuracy, β, solution)
         for b in betas:
             problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=b,
-                              n_classes=n_classes)
+                              n_classes=n_classes, dtype=dtype)
             init, messages = solve_recorded(problem, select_tol, max_iter, init, method)
             notes += [f"β path {b:g}: {m}" for m in messages]
             scores.append((accuracy(init, data.X_train[val], data.y_train[val]), b, init))
         val_acc, beta, init = max(scores, key=lambda t: (t[0], t[1]))  # ties: larger β
         select_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes)
+    problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes,
+                      dtype=dtype)
     solution, messages = solve_recorded(problem, tol, max_iter, init, method)
     seconds = time.perf_counter() - start
     row = {

@@ -58,6 +58,7 @@ ACTIVATIONS = ("linear", "gated")
 # 2 cores (--n-gates mixer=5 for more).
 DEFAULT_GATES = {"mlp": 100, "attention": 5, "mixer": 2, "fno": 5, "bfno": 5}
 BASELINES = ("logistic", "mlp", "attention", "networks")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 LOGISTIC_C = (0.01, 0.1, 1.0)  # C = 1 / (n · regularization); picked on validation
 METHODS = ("auto", "fista", "factorized")
 
@@ -88,6 +89,9 @@ class ProtocolConfig:
         "its status and its actual gap", metavar="N"))
     method: str = field(default="auto", metadata=_meta(
         "solver: auto (by size and memory), fista or factorized", choices=METHODS))
+    dtype: str = field(default="float64", metadata=_meta(
+        "arithmetic of the convex solves: float32 halves their time and memory (enough for a "
+        "--tol of 1e-5 or more), float64 for tighter certificates", choices=tuple(DTYPES)))
     n_gates: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_GATES),
                                        metadata=_meta(
         "gates m of the gated heads (per group for bfno), as HEAD=M pairs; heads not named "
@@ -142,6 +146,11 @@ class ProtocolConfig:
             raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.dtype == "float32" and min(self.tol, self.select_tol) < 1e-5:
+            raise ValueError(f"tol: expected at least 1e-5 with dtype float32 (its rounding "
+                             f"would swamp the gap), got {min(self.tol, self.select_tol)!r}")
         fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
         if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
                 and self.seed >= 0):
@@ -333,7 +342,8 @@ def iter_rows(config: ProtocolConfig, data: TableData,
                           config.bfno_groups)
             fitted, solution = fit_convex(head, data, config.beta, config.tol,
                                           config.select_tol, config.max_iter, config.method,
-                                          n_classes=data.n_classes)
+                                          n_classes=data.n_classes,
+                                          dtype=DTYPES[config.dtype])
             row = _row(name, activation, "cvxattn",
                        gates=config.n_gates[name] if gated else None, **fitted)
             say(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} test acc "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head, HeadCost
+from .base import Head, HeadCost, sample_chunks
 
 __all__ = ["SelfAttention"]
 
@@ -69,17 +69,35 @@ class SelfAttention(Head):
             scores = torch.einsum("nai,mik,ntk->nmat", X, H, X)  # (n, m, s, s)
             mask = (scores >= 0).to(X.dtype)
             data["mask"] = mask
-            # key-side sums of the masked queries: Q_j[t] = Σ_a M_j[a,t] x_a (pooled map)
-            queries = torch.einsum("nmat,nai->nmti", mask, X)  # (n, m, s, d)
-            if self._wants_design(design, n, self.n_gates * d ** 3):
-                # Φ_j[(k,i,l)] = (1/s²) Σ_t x_t[k] Q_j[t,i] x_t[l]: p = Σ_j Φ_j Z_j.reshape(d³, c)
-                design = torch.einsum("ntk,nmti,ntl->nmkil", X, queries, X) / (s * s)
-                data["design"] = design.reshape(n, self.n_gates, d ** 3)
+            if self._wants_design(design, X, self.n_gates * d ** 3):
+                data["design"] = self._design(X, mask)
             else:
-                data["key_queries"] = queries
+                data["key_queries"] = self._key_queries(X, mask)
         else:
             data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
         return data
+
+    @staticmethod
+    def _key_queries(X, mask):
+        """Key-side sums of the masked queries, Q_j[t] = Σ_a M_j[a,t] x_a: (n, m, s, d)."""
+        n, m, s, _ = mask.shape
+        X = X[:, None].expand(n, m, *X.shape[1:]).reshape(n * m, *X.shape[1:])
+        return torch.bmm(mask.reshape(n * m, s, s).transpose(1, 2), X).reshape(n, m, s, -1)
+
+    def _design(self, X, mask):
+        """Pooled design Φ_j[(k,i,l)] = (1/s²) Σ_t x_t[k] Q_j[t,i] x_t[l] (n, m, d³), so that
+        p = Σ_j Φ_j Z_j.reshape(d³, c); built in chunks of samples, one batched product each."""
+        n, m, s, _ = mask.shape
+        d = self.d
+        design = X.new_empty((n, m, d ** 3))
+        for rows in sample_chunks(n, m * s * d * d, budget=16 * 2**20):
+            Xr = X[rows]
+            queries = self._key_queries(Xr, mask[rows])  # (r, m, s, d)
+            kq = (Xr[:, None, :, :, None] * queries[:, :, :, None, :]).flatten(3)  # (r,m,t,(k,i))
+            Xm = Xr[:, None].expand(-1, m, s, d)
+            product = torch.bmm(kq.flatten(0, 1).transpose(1, 2), Xm.flatten(0, 1))
+            design[rows] = product.reshape(-1, m, d ** 3) / (s * s)
+        return design
 
     def _token_products(self, Z, X):
         """Y_j[t, i, o] = Σ_{k,l} x_t[k] x_t[l] Z_j^{(k,l)}[i, o], shape (n, G, s, d, c)."""

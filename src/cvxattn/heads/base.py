@@ -35,10 +35,19 @@ __all__ = ["Head", "HeadNetwork", "HeadCost"]
 
 ACTIVATIONS = ("linear", "gated")
 
-# Largest pooled design Φ (elements, all samples) that ``lift`` builds: 1 GiB in float32,
-# 2 GiB in float64. A pass through Φ is one matrix product that reads it once, several times
-# faster than the matrix-free maps of the gated Mixer and attention; the memory plan counts it.
-DESIGN_BUDGET = 2**28
+# Largest pooled design Φ (bytes, all samples) that ``lift`` builds. A pass through Φ is one
+# matrix product that reads it once, several times faster than the matrix-free maps of the gated
+# Mixer and attention; the memory plan counts it.
+DESIGN_BUDGET = 2**31
+# Intermediates of one chunk of samples in the matrix-free maps and the design's construction
+# (elements): small enough to stay in cache, large enough that each product is a real GEMM.
+CHUNK_ELEMENTS = 2**20
+
+
+def sample_chunks(n: int, per_sample: int, budget: int = CHUNK_ELEMENTS):
+    """Slices of the n samples, each of at most ``budget // per_sample`` samples."""
+    size = max(1, budget // per_sample)
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
 
 @dataclass(frozen=True)
@@ -151,8 +160,12 @@ class Head:
         raise NotImplementedError
 
     @staticmethod
-    def _wants_design(design: bool | None, n: int, per_sample: int) -> bool:
-        return n * per_sample <= DESIGN_BUDGET if design is None else design
+    def _wants_design(design: bool | None, X: torch.Tensor, per_sample: int) -> bool:
+        """``design``, or when None whether Φ (``per_sample`` entries per sample of X) fits
+        ``DESIGN_BUDGET``."""
+        if design is not None:
+            return design
+        return X.shape[0] * per_sample * X.element_size() <= DESIGN_BUDGET
 
     def tokens(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token-level outputs O (n, s, c) of the convex map at blocks Z (G, p, q)."""

@@ -119,7 +119,7 @@ class BlockFNO(Head):
             kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
             pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
             data["mask"] = (pre >= 0).to(X.dtype)
-            if self._wants_design(design, n, self.n_blocks * self.s * self.d // B):
+            if self._wants_design(design, X, self.n_blocks * self.s * self.d // B):
                 # Φ_{b,j}[(u,k)] = (1/s) Σ_t D_{b,j}[t] X^{(b)}[t⊕u, k]: a correlation of the
                 # tokens with the sample's own mask, by FFT; p_b = Σ_j Φ_{b,j} Z_{b,j}
                 Df = torch.fft.rfft2(data["mask"], dim=(3, 4))  # (n, B, m, h, w//2+1)

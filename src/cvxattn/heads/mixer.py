@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head, HeadCost
+from .base import Head, HeadCost, sample_chunks
 
 __all__ = ["Mixer"]
 
@@ -51,9 +51,11 @@ class Mixer(Head):
         n, s, d = X.shape
         data = {"X": X}  # (n, s, d)
         if self.gated:
-            mixed = torch.einsum("mat,ntk->nmak", self.gates.to(X), X)  # (n, m, s, d)
-            data["mask"] = (mixed >= 0).to(X.dtype)
-            if self._wants_design(design, n, self.n_gates * s * s * d):
+            # masks stored feature-major (d, n, m, s), so that each feature's masks are one
+            # contiguous (n, m·s) matrix for the matrix-free map; "mask" is its (n, m, s, d) view
+            mixed = torch.einsum("mat,ntk->knma", self.gates.to(X), X)
+            data["mask"] = (mixed >= 0).to(X.dtype).permute(1, 2, 3, 0)
+            if self._wants_design(design, X, self.n_gates * s * s * d):
                 # Φ_j[(a,t,k)] = D_j[a,k] X[t,k] / s: p = Σ_j Φ_j Z_j.reshape(s²d, c)
                 design = torch.einsum("nmak,ntk->nmatk", data["mask"], X) / s
                 data["design"] = design.reshape(n, self.n_gates, s * s * d)
@@ -78,12 +80,56 @@ class Mixer(Head):
 
     def pooled(self, Z, data):
         if self.gated:
-            return super().pooled(Z, data)  # the design Φ, or the mean of the tokens
+            if "design" in data:
+                return super().pooled(Z, data)
+            # p[o] = (1/s) Σ_k Σ_t X[t,k] U_k[t,o] with U_k = Σ_{j,a} D_j[a,k] Z_j[(a,t),(k,o)]:
+            # per feature, the masks (rows, m·s) times Z's slice ((j,a), (t,o)) is one matrix
+            # product; chunks of samples keep U_k in cache
+            X, masks, Zk = data["X"], self._feature_masks(data), self._feature_slices(Z)
+            n, s, d = X.shape
+            out = X.new_empty((n, self.c))
+            for rows in sample_chunks(n, s * self.c):
+                Xk = X[rows].permute(2, 0, 1).unsqueeze(2).contiguous()  # (d, rows, 1, s)
+                total = 0
+                for k in range(d):
+                    U = (masks[k, rows] @ Zk[k]).reshape(-1, s, self.c)
+                    total = total + torch.bmm(Xk[k], U)
+                out[rows] = total[:, 0]
+            return out / s
         X = data["X"]
         n, s, d = X.shape
         # token mixing collapses under mean pooling: only the query-mean of Z matters
         Zbar = self._grid(Z)[0].mean(0).reshape(s * d, self.c)  # ((t,k), o)
         return X.reshape(n, s * d) @ Zbar
+
+    def adjoint(self, weights, data):
+        if "design" in data:
+            return super().adjoint(weights, data)
+        # Σ_i Φ_iᵀ w_i feature by feature: masksᵀ (m·s, rows) @ (X[:, t, k] w[:, o]) (rows, s·c)
+        X, masks = data["X"], self._feature_masks(data)
+        n, s, d = X.shape
+        grad = X.new_zeros((d, self.n_gates * s, s * self.c))  # (k, (j,a), (t,o))
+        for rows in sample_chunks(n, s * self.c):
+            Xk = X[rows].permute(2, 0, 1).unsqueeze(3)  # (d, rows, s, 1)
+            w = weights[rows, None, :]
+            for k in range(d):
+                grad[k].addmm_(masks[k, rows].T, (Xk[k] * w).flatten(1))
+        grad = grad.reshape(d, self.n_gates, s, s, self.c).permute(1, 2, 3, 0, 4)
+        return grad.reshape(self.n_blocks, *self.block_shape) / s
+
+    def has_adjoint(self, data, pooled=True):
+        return pooled and self.gated
+
+    @staticmethod
+    def _feature_masks(data):
+        """The masks as (d, n, m·s): feature k's is one contiguous matrix."""
+        mask = data["mask"].permute(3, 0, 1, 2)  # (d, n, m, s), the stored layout
+        return mask.reshape(*mask.shape[:2], -1)
+
+    def _feature_slices(self, Z):
+        """Z as (d, m·s, s·c): Zk[k][(j,a), (t,o)] = Z_j[(a,t),(k,o)]."""
+        Z5 = self._grid(Z)  # (j, a, t, k, o)
+        return Z5.permute(3, 0, 1, 2, 4).reshape(self.d, -1, self.s * self.c)
 
     def network_tokens(self, W1, W2, data):
         mixed = torch.einsum("grat,ntk->ngrak", W1, data["X"])  # (n, G, r, s, d)
@@ -112,6 +158,8 @@ class Mixer(Head):
                             map_flops=4 * s * d * c * (1 if pooled else s), network=net,
                             network_flops=net_flops)
         m = self.n_gates
-        return HeadCost(lift=m * s * d, design=m * s * s * d, map=3 * m * s * d * c,
+        # pooled: one feature's (s, c) products at a time; tokens: every feature's (m, s, c)
+        work = 3 * s * c if pooled else 3 * m * s * d * c
+        return HeadCost(lift=m * s * d, design=m * s * s * d, map=work,
                         map_flops=4 * m * s * s * d * c, network=mixed,
                         network_flops=mixed_flops + 2 * m * s * s * d)

@@ -47,7 +47,7 @@ class MLP(Head):
         if self.gated:
             mask = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
             data["mask"] = mask
-            if self._wants_design(design, X.shape[0], self.n_gates * self.d):
+            if self._wants_design(design, X, self.n_gates * self.d):
                 # gate-masked token means Φ_j = (1/s) Σ_t D_j[t] x_t
                 data["design"] = torch.einsum("nsm,nsd->nmd", mask, X) / X.shape[1]
         return data

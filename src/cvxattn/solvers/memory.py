@@ -80,7 +80,7 @@ def fista_bytes(problem: Problem) -> int:
     certificate's gradient blocks and the dual extrapolation's history)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(1, problem.pooled)
-    design = head.gated and problem.pooled and n * cost.design <= DESIGN_BUDGET
+    design = head.gated and problem.pooled and n * cost.design * item <= DESIGN_BUDGET
     lift = cost.lift + (cost.design if design else 0)
     per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
     p, q = head.block_shape
