@@ -101,6 +101,22 @@ def test_one_beta_skips_selection_and_none_skips_baselines(caches, tmp_path, cap
     assert len(rows) == 1 and rows[0]["val_acc"] is None and rows[0]["select_seconds"] is None
 
 
+def test_float32_solves_certify_the_float64_optimum(caches, tmp_path):
+    """--dtype float32 certifies the same optimum as float64, to the requested gap."""
+    rows = {}
+    for dtype in ("float64", "float32"):
+        out = tmp_path / dtype
+        assert main(["table", "--train", str(caches[0]), "--test", str(caches[1]), "--heads",
+                     "mixer", "--activations", "gated", "--beta", "1e-2", "--tol", "1e-4",
+                     "--baselines", "none", "--dtype", dtype, "--out", str(out)]) == 0
+        rows[dtype] = json.loads((out / "table.json").read_text())["rows"][0]
+    single, double = rows["float32"], rows["float64"]
+    assert single["status"] == "optimal" and single["gap"] <= 1e-4
+    # each certificate brackets the optimum: the two intervals overlap
+    assert single["lower_bound"] <= double["objective"] + 1e-6
+    assert double["lower_bound"] <= single["objective"] + 1e-6
+
+
 def test_standardization_uses_training_statistics_only(caches):
     train, test = load(caches[0]), load(caches[1])
     data = prepare(TableConfig(train=caches[0], test=caches[1], bfno_groups=2), train, test)
@@ -117,6 +133,7 @@ def test_standardization_uses_training_statistics_only(caches):
 @pytest.mark.parametrize("argv, message", [
     (["--beta", "0"], "argument --beta: expected distinct finite numbers > 0"),
     (["--tol", "2"], "argument --tol: expected a number in (0, 1)"),
+    (["--dtype", "float32", "--tol", "1e-6"], "argument --tol: expected at least 1e-5"),
     (["--baselines", "none", "logistic"], "argument --baselines: expected distinct names"),
     (["--bfno-groups", "3"], "argument --bfno-groups: expected B dividing d = 4"),
     (["--bfno-groups", "2", "--val-fraction", "0.01"],

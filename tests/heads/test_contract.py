@@ -122,6 +122,23 @@ def test_explicit_adjoint_equals_the_adjoint_of_the_map(head, design):
     torch.testing.assert_close(h.adjoint(w, data), expected, atol=ATOL, rtol=0)
 
 
+def test_chunked_maps_equal_one_chunk(head, monkeypatch):
+    """Maps and designs built in chunks of samples do not depend on the chunk size."""
+    h = bound(head)
+    X, Z = tokens(4), random_blocks(h, seed=7)
+    w = torch.as_tensor(np.random.default_rng(8).normal(size=(X.shape[0], C)))
+    whole = {design: h.lift(X, design=design) for design in (True, False)}
+    monkeypatch.setattr(ca.heads.base, "CHUNK_ELEMENTS", 1)  # one sample per chunk
+    for design, data in whole.items():
+        chunked = h.lift(X, design=design)
+        for key in data:
+            torch.testing.assert_close(chunked[key], data[key], atol=ATOL, rtol=0)
+        torch.testing.assert_close(h.pooled(Z, chunked), h.pooled(Z, data), atol=ATOL, rtol=0)
+        if h.has_adjoint(data):
+            torch.testing.assert_close(h.adjoint(w, chunked), h.adjoint(w, data), atol=ATOL,
+                                       rtol=0)
+
+
 def test_weight_decay_bounds_nuclear_norm_with_equality_when_balanced(head):
     h = bound(head)
     X = tokens(5)

@@ -90,7 +90,7 @@ class SelfAttention(Head):
         n, m, s, _ = mask.shape
         d = self.d
         design = X.new_empty((n, m, d ** 3))
-        for rows in sample_chunks(n, m * s * d * d, budget=16 * 2**20):
+        for rows in sample_chunks(n, m * s * d * d, scale=16):
             Xr = X[rows]
             queries = self._key_queries(Xr, mask[rows])  # (r, m, s, d)
             kq = (Xr[:, None, :, :, None] * queries[:, :, :, None, :]).flatten(3)  # (r,m,t,(k,i))

@@ -44,9 +44,10 @@ DESIGN_BUDGET = 2**31
 CHUNK_ELEMENTS = 2**20
 
 
-def sample_chunks(n: int, per_sample: int, budget: int = CHUNK_ELEMENTS):
-    """Slices of the n samples, each of at most ``budget // per_sample`` samples."""
-    size = max(1, budget // per_sample)
+def sample_chunks(n: int, per_sample: int, scale: int = 1):
+    """Slices of the n samples, each holding at most ``scale·CHUNK_ELEMENTS`` intermediates
+    of ``per_sample`` elements a sample."""
+    size = max(1, scale * CHUNK_ELEMENTS // per_sample)
     return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
 
