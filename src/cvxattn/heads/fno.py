@@ -179,7 +179,7 @@ class BlockFNO(Head):
         if self.gated:
             return super().network_pooled(W1, W2, data)
         # Σ_t X[t⊕u] = Σ_t X[t]: only the kernel's sum over shifts matters
-        B, r = self.groups, W1.shape[1]
+        B = self.groups
         X = data["X"]
         xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
         hidden = torch.einsum("nbk,brk->nbr", xbar, W1.sum(2))  # (n, B, r)
