@@ -8,6 +8,7 @@ pooled squared targets (n, c), token-level outputs (n, s, c) for token-level tar
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Real
 
@@ -85,6 +86,15 @@ class Problem:
         self.head = head.bind(s, d, c)
         self.regularizer = BlockNuclearNorm()
         self._data = None
+
+    def astype(self, dtype: torch.dtype) -> "Problem":
+        """The same problem with its tokens (and real targets) in ``dtype``; lifted anew."""
+        other = copy.copy(self)
+        other.X = self.X.to(dtype)
+        if self.y.is_floating_point():
+            other.y = self.y.to(dtype)
+        other._data = None
+        return other
 
     def _check_targets(self, y, n, s, n_classes, fit_intercept):
         y = y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)

@@ -139,3 +139,20 @@ def test_a_gap_at_the_floating_point_limit_stops_as_stalled():
     assert 1e-12 < sol.gap < 1e-6
     reference = ca.solve(prob, method="cvxpy")
     assert sol.lower_bound <= reference.objective
+
+
+def test_a_float32_run_that_stalls_is_finished_in_float64():
+    """float32 stalls far above this tol; the run goes on in float64 from where it stopped and
+    certifies the float64 optimum, within one iteration limit and one history."""
+    X, y = tokens(0, n=N, s=S, d=D), labels(0, n=N, c=C)
+    single = ca.Problem(ca.heads.MLP(), X, y, beta=0.01, dtype=torch.float32)
+    sol = ca.solve(single, method="fista", tol=1e-6, max_iter=20_000)
+    assert sol.status == "optimal" and sol.gap <= 1e-6
+    assert "then float64" in sol.certificate and sol.blocks.dtype == torch.float64
+    iterations = [h.iteration for h in sol.history]
+    assert iterations == sorted(iterations) and iterations[-1] == sol.n_iter
+    reference = ca.solve(ca.Problem(ca.heads.MLP(), X, y, beta=0.01), tol=1e-6)
+    assert sol.objective == pytest.approx(reference.objective, rel=2e-6)
+    with pytest.warns(ca.ConvergenceWarning, match="stopped after"):  # the limit still holds
+        short = ca.solve(single, method="fista", tol=1e-6, max_iter=50)
+    assert short.n_iter <= 50

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 
 import torch
@@ -65,8 +67,30 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         return factorized(problem, tol=tol, max_iter=int(max_iter), init=start, seed=seed,
                           chunk_size=chosen.chunk_size, cache=chosen.cache,
                           krylov_steps=chosen.krylov_steps, verbose=verbose)
-    return fista(problem, tol=tol, max_iter=int(max_iter), init=_checked_blocks(problem, init),
-                 verbose=verbose)
+    return _fista(problem, tol, int(max_iter), _checked_blocks(problem, init), verbose)
+
+
+def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool) -> Solution:
+    """FISTA; a float32 run that stalls above ``tol`` (its rounding swamps the gap) is
+    finished in float64 from where it stopped, within the same iteration limit."""
+    if problem.X.dtype != torch.float32:
+        return fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose)
+    if first.status != "stalled" or first.n_iter >= max_iter:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return first
+    finish = fista(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
+                   init=(first.blocks.double(), first.intercept.double()), verbose=verbose)
+    history = first.history + tuple(
+        replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
+        for c in finish.history)
+    return replace(finish, n_iter=first.n_iter + finish.n_iter,
+                   seconds=first.seconds + finish.seconds, history=history,
+                   certificate=f"{finish.certificate}; float32 until iteration {first.n_iter} "
+                               f"(stalled at gap {first.gap:.1e}), then float64")
 
 
 def _checked_blocks(problem: Problem, init):
