@@ -388,8 +388,8 @@ dataset-fashion-mnist, or --root) from the frozen ImageNet EfficientNet-Lite0 at
 
 RUN_EPILOG = """\
 examples:
-  cvxattn run                          # the default subset (about 10 minutes on 2 cores)
-  cvxattn run --full --out results/full
+  cvxattn run                          # the default subset (about 5 minutes on 2 cores)
+  cvxattn run --full --dtype float32 --epochs 10 --out results/full   # about an hour
   cvxattn run --n-train 2000 --n-test 500 --heads mlp attention"""
 
 

@@ -148,9 +148,10 @@ class ProtocolConfig:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.dtype == "float32" and min(self.tol, self.select_tol) < 1e-5:
-            raise ValueError(f"tol: expected at least 1e-5 with dtype float32 (its rounding "
-                             f"would swamp the gap), got {min(self.tol, self.select_tol)!r}")
+        for name in ("tol", "select_tol"):
+            if self.dtype == "float32" and getattr(self, name) < 1e-5:
+                raise ValueError(f"{name}: expected at least 1e-5 with dtype float32 (its "
+                                 f"rounding would swamp the gap), got {getattr(self, name)!r}")
         fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
         if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
                 and self.seed >= 0):

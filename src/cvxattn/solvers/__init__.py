@@ -78,9 +78,11 @@ def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool) -> 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose)
-    if first.status != "stalled" or first.n_iter >= max_iter:
-        for w in caught:
+    finishing = first.status == "stalled" and first.n_iter < max_iter
+    for w in caught:  # the stall's own warning is moot once the float64 run goes on
+        if not (finishing and issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not finishing:
         return first
     finish = fista(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
                    init=(first.blocks.double(), first.intercept.double()), verbose=verbose)
