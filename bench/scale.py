@@ -8,7 +8,7 @@ the paper's gates (m = 100 for the MLP, 5 otherwise), the B-FNO B = 5 groups.
 For each program and each ``--n``, one process (killed at ``--time-limit``, address space capped
 at ``--memory-limit`` GiB) solves a tiny instance untimed (n = c, one iteration: libraries
 load their code lazily, which is not what is measured), builds the data, then solves
-``method="factorized"`` in float32 to a certified relative gap ``--tol`` (1e-3) and records the
+``--method`` (default ``"factorized"``) in float32 to a certified relative gap ``--tol`` (1e-3) and records the
 time, status, gap, number of heads and the peak memory (ru_maxrss above the post-data
 baseline, and the absolute peak). Then, in the same process, it times one full-batch data pass
 of the network with the solution's heads: forward (pooled logits of all n samples) + mean
@@ -49,8 +49,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--groups", type=int, help="B-FNO groups (default 5, or the largest "
                         "that divides d and c)")
     parser.add_argument("--beta", type=float, default=1e-3, help="β (default 1e-3)")
+    parser.add_argument("--method", choices=("factorized", "auto", "fista"), default="factorized",
+                        help="solver (default factorized; auto lets cvxattn choose by size "
+                        "and memory)")
     parser.add_argument("--tol", type=float, default=1e-3, help="certified relative gap")
-    parser.add_argument("--max-iter", type=int, default=5000, help="L-BFGS iteration limit")
+    parser.add_argument("--max-iter", type=int, default=5000, help="iteration limit")
     parser.add_argument("--planted-heads", type=int, default=4,
                         help="heads of the planted network that makes the labels")
     parser.add_argument("--snr", type=float, default=3.0,
@@ -102,7 +105,7 @@ def scale_child(spec: dict, marks) -> dict:
     def solve(problem, max_iter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ca.ConvergenceWarning)  # the status says it
-            return ca.solve(problem, method="factorized", tol=spec["tol"], max_iter=max_iter,
+            return ca.solve(problem, method=spec["method"], tol=spec["tol"], max_iter=max_iter,
                             seed=spec["seed"])
 
     try:  # warm-up, best effort: pages in the code (libraries load lazily)
@@ -184,7 +187,8 @@ def run(args) -> dict:
         for n in args.n:
             spec = {"head": head, "activation": activation, "n": n, "s": args.s, "d": args.d,
                     "c": args.c, "gates": args.gates, "groups": args.groups,
-                    "beta": args.beta, "tol": args.tol, "max_iter": args.max_iter,
+                    "beta": args.beta, "method": args.method, "tol": args.tol,
+                    "max_iter": args.max_iter,
                     "planted_heads": args.planted_heads, "snr": args.snr,
                     "pass_repeats": args.pass_repeats, "seed": args.seed,
                     "device": args.device}
@@ -224,9 +228,10 @@ def report(args, results: dict) -> None:
     table = [dict(row, mib=row["memory_mib"]["delta"], peak=row["memory_mib"]["peak"],
                   passes=row["ratios"]["passes"]) for row in results["rows"]]
     print_table(
-        f"scale: factorized, float32, tol {args.tol:g}; s = {args.s}, d = {args.d}, "
+        f"scale: {args.method}, float32, tol {args.tol:g}; s = {args.s}, d = {args.d}, "
         f"c = {args.c}, β = {args.beta:g}", table,
-        [Column("program"), Column("n", fmt="d"), Column("seconds", "solve s", ".4g"),
+        [Column("program"), Column("n", fmt="d"), Column("method"),
+         Column("seconds", "solve s", ".4g"),
          Column("status"), Column("gap", fmt=".1e"), Column("n_heads", "heads", "d"),
          Column("pass_seconds", "pass s", ".3g"), Column("passes", "passes/solve", fmt_ratio),
          Column("mib", "MiB above data", ".5g"), Column("peak", "peak MiB", ".5g"),

@@ -75,6 +75,7 @@ class SelfAttention(Head):
                 data["key_queries"] = self._key_queries(X, mask)
         else:
             data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
+            data["mean"] = X.mean(1)  # (n, d): pooled, the queries enter through x̄
         return data
 
     @staticmethod
@@ -124,7 +125,7 @@ class SelfAttention(Head):
         X = data["X"]
         if not self.gated:
             T = self._weighted_models(Z, data["gram"])  # (n, d, c)
-            return torch.einsum("ni,nio->no", X.mean(1), T)
+            return torch.einsum("ni,nio->no", self._mean_token(data), T)
         if "design" in data:
             return super().pooled(Z, data)
         s = X.shape[1]
@@ -144,7 +145,7 @@ class SelfAttention(Head):
         X = data["X"]
         if not self.gated:
             # (1/s) 1ᵀ X W1 G W2 = x̄ᵀ W1 G W2: no s × s scores
-            a = torch.einsum("ni,grik->ngrk", X.mean(1), W1)  # (n, G, r, d)
+            a = torch.einsum("ni,grik->ngrk", self._mean_token(data), W1)  # (n, G, r, d)
             a = torch.einsum("ngrk,nkl->ngrl", a, data["gram"])  # (n, G, r, d)
             return torch.einsum("ngrl,grlo->no", a, W2)
         if "key_queries" not in data:
@@ -166,7 +167,7 @@ class SelfAttention(Head):
                 net, net_flops = 3 * heads * d + 2 * c, 4 * heads * (2 * d * d + d * c)
             else:
                 net, net_flops = tokens, tokens_flops
-            return HeadCost(lift=d * d, design=0, map=3 * d * c + s * c,
+            return HeadCost(lift=d * d + d, design=0, map=3 * d * c + s * c,
                             map_flops=4 * d ** 3 * c + 2 * s * d * d, network=net,
                             network_flops=net_flops + 2 * s * d * d)
         m = self.n_gates

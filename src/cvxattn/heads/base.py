@@ -58,7 +58,7 @@ class HeadCost:
     choose a solver and a chunk size before anything is allocated; not exact counts."""
 
     lift: int  # lift(X, design=False), X itself not included
-    design: int  # the pooled design Φ, when a gated head builds it
+    design: int  # the pooled design Φ, for heads that build one (0: never built)
     map: int  # intermediates of the convex map and its adjoint (FISTA, certificate)
     map_flops: int
     network: int  # intermediates of the network with r heads per block, forward + backward
@@ -167,6 +167,12 @@ class Head:
         if design is not None:
             return design
         return X.shape[0] * per_sample * X.element_size() <= DESIGN_BUDGET
+
+    @staticmethod
+    def _mean_token(data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x̄ = (1/s) Σ_t x_t (n, d): kept by the lifts of heads whose pooled map reads only it,
+        else computed."""
+        return data["mean"] if "mean" in data else data["X"].mean(1)
 
     def tokens(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token-level outputs O (n, s, c) of the convex map at blocks Z (G, p, q)."""

@@ -114,7 +114,9 @@ class BlockFNO(Head):
         B = self.groups
         grouped = X.reshape(n, h, w, B, self.d // B)  # (n, h, w, B, d/B)
         data = {"X": X, "Xf": torch.fft.rfft2(grouped, dim=(1, 2))}
-        if self.gated:
+        if not self.gated:  # pooled, the linear head sees only the mean token
+            data["mean"] = X.mean(1)  # (n, d)
+        else:
             # FNO gates (m, s, d) and BlockFNO gates (B, m, s, d/B) alike
             kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
             pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
@@ -158,10 +160,9 @@ class BlockFNO(Head):
             return super().pooled(Z, data)
         # Σ_t X[t⊕u] = Σ_t X[t]: under mean pooling only Σ_u of the kernel matters
         B = self.groups
-        X = data["X"]
-        xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
+        xbar = self._mean_token(data).reshape(-1, B, self.d // B)  # (n, B, d/B)
         Ksum = Z.reshape(B, self.s, self.d // B, self.c // B).sum(1)  # (B, d/B, c/B)
-        return torch.einsum("nbk,bko->nbo", xbar, Ksum).reshape(X.shape[0], self.c)
+        return torch.einsum("nbk,bko->nbo", xbar, Ksum).reshape(xbar.shape[0], self.c)
 
     def network_tokens(self, W1, W2, data):
         h, w = self.grid
@@ -180,10 +181,9 @@ class BlockFNO(Head):
             return super().network_pooled(W1, W2, data)
         # Σ_t X[t⊕u] = Σ_t X[t]: only the kernel's sum over shifts matters
         B = self.groups
-        X = data["X"]
-        xbar = X.mean(1).reshape(X.shape[0], B, self.d // B)  # (n, B, d/B)
+        xbar = self._mean_token(data).reshape(-1, B, self.d // B)  # (n, B, d/B)
         hidden = torch.einsum("nbk,brk->nbr", xbar, W1.sum(2))  # (n, B, r)
-        return torch.einsum("nbr,bro->nbo", hidden, W2).reshape(X.shape[0], self.c)
+        return torch.einsum("nbr,bro->nbo", hidden, W2).reshape(xbar.shape[0], self.c)
 
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
@@ -198,7 +198,8 @@ class BlockFNO(Head):
         mask = G * s if self.gated else 0
         # building Φ passes through complex spectra of the masked tokens: twice Φ, transiently
         transient = 2 * G * s * d // B if self.gated else 0
-        return HeadCost(lift=spectrum + mask + transient,
+        mean = 0 if self.gated else d  # the linear head keeps the mean token
+        return HeadCost(lift=spectrum + mask + transient + mean,
                         design=G * s * d // B if self.gated else 0,
                         map=4 * G * s * c // B + 2 * s * c,
                         map_flops=8 * G * s * d * c // (B * B) + G * self._fft_flops(s) * c // B,

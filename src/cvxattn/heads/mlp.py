@@ -1,6 +1,7 @@
 """Token-wise MLP heads, the baselines of SPEC.md §2.1 (paper eqs. 6 and 8).
 
-- linear: O = X Z, one block Z ∈ R^{d×c}; network Σ_r (X w1_r) w2_rᵀ.
+- linear: O = X Z, one block Z ∈ R^{d×c}; network Σ_r (X w1_r) w2_rᵀ. Under mean pooling its
+  design is the mean token, Φ = x̄ = (1/s) Σ_t x_t.
 - gated:  O = Σ_j D_j X Z_j with D_j = diag(1{X h_j ≥ 0}), gates h_j ∈ R^d (shape (m, d));
   network Σ_j Σ_{r∈j} (D_j X w1_r) w2_rᵀ.
 """
@@ -44,7 +45,10 @@ class MLP(Head):
 
     def lift(self, X, design=None):
         data = {"X": X}  # (n, s, d)
-        if self.gated:
+        if not self.gated:
+            if self._wants_design(design, X, self.d):
+                data["design"] = X.mean(1, keepdim=True)  # (n, 1, d): the mean token x̄
+        else:
             mask = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
             data["mask"] = mask
             if self._wants_design(design, X, self.n_gates * self.d):
@@ -60,8 +64,8 @@ class MLP(Head):
         return torch.einsum("nsm,nsmc->nsc", data["mask"], XZ)
 
     def pooled(self, Z, data):
-        if not self.gated:
-            return data["X"].mean(1) @ Z[0]  # (n, c)
+        if not self.gated and "design" not in data:
+            return self._mean_token(data) @ Z[0]  # (n, c)
         return super().pooled(Z, data)
 
     def network_tokens(self, W1, W2, data):
@@ -71,9 +75,9 @@ class MLP(Head):
         return torch.einsum("nsgr,grc->nsc", hidden, W2)
 
     def network_pooled(self, W1, W2, data):
-        if self.gated:
+        if self.gated or "design" in data:
             return super().network_pooled(W1, W2, data)
-        hidden = torch.einsum("nd,grd->ngr", data["X"].mean(1), W1)  # (n, G, r)
+        hidden = torch.einsum("nd,grd->ngr", self._mean_token(data), W1)  # (n, G, r)
         return torch.einsum("ngr,grc->nc", hidden, W2)
 
     def cost(self, heads_per_block, pooled=True):
@@ -82,7 +86,7 @@ class MLP(Head):
         if not self.gated:
             net = 2 * hidden + c if pooled else 2 * s * (hidden + c)
             net_flops = 4 * hidden * (d + c) if pooled else 4 * s * hidden * (d + c)
-            return HeadCost(lift=0, design=0, map=s * c + d, map_flops=4 * d * c * (1 if pooled
+            return HeadCost(lift=0, design=d, map=s * c + d, map_flops=4 * d * c * (1 if pooled
                             else s), network=net, network_flops=net_flops + s * d)
         m = self.n_gates
         return HeadCost(lift=s * m, design=m * d, map=3 * s * m * c,

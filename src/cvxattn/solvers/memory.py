@@ -80,7 +80,7 @@ def fista_bytes(problem: Problem) -> int:
     certificate's gradient blocks and the dual extrapolation's history)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(1, problem.pooled)
-    design = head.gated and problem.pooled and n * cost.design * item <= DESIGN_BUDGET
+    design = problem.pooled and 0 < n * cost.design * item <= DESIGN_BUDGET
     lift = cost.lift + (cost.design if design else 0)
     per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
     p, q = head.block_shape
@@ -99,7 +99,7 @@ def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
     G = head.n_blocks
     outputs = problem.c * (problem.s if not problem.pooled else 1)
     lift = cost.lift
-    if problem.pooled and head.gated and head.network_design:  # the passes run on Φ
+    if problem.pooled and head.network_design and cost.design:  # the passes run on Φ
         lift += cost.design
         cost = type(cost)(**{**cost.__dict__, "network": 3 * G * heads + 2 * problem.c})
     data = n * (problem.s * problem.d + 8 * outputs) + (n if cache else chunk_size) * lift

@@ -37,8 +37,9 @@ class NetworkPasses:
         self.dtype = problem.X.dtype if dtype is None else dtype  # the passes' arithmetic
         self.slices = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
-        # gated MLP/FNO/B-FNO: the pooled network is a product with the design Φ
-        self.design = problem.pooled and self.head.gated and self.head.network_design
+        # MLP, gated FNO/B-FNO: the pooled network is a product with the design Φ (the linear
+        # FNO and B-FNO build none: theirs collapses to the mean token without it)
+        self.design = problem.pooled and self.head.network_design
 
     def chunks(self):
         """(slice, lifted data) for every chunk, in order."""
