@@ -107,6 +107,21 @@ def test_sklearn_and_adamw_run_on_cached_features(tmp_path):
         result = json.loads(path.read_text())
         assert "toy tokens of toy" in json.dumps(result["summary"]) + json.dumps(result["rows"])
         assert all(_positive(v) for row in result["rows"] for v in row["ratios"].values())
+        if suite == "sklearn":  # the timed fit is measured against its own tighter refit
+            assert result["rows"][0]["logreg"]["relative_suboptimality"] >= 0
+
+
+def test_logreg_objective_is_sklearns_scaled_by_c_n():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from bench.logreg import _logreg_objective
+
+    rng = np.random.default_rng(0)
+    F, y = rng.normal(size=(60, 3)), rng.integers(0, 3, size=60)
+    model = LogisticRegression(C=0.5).fit(F, y)
+    expected = log_loss(y, model.predict_proba(F)) + (model.coef_ ** 2).sum() / (2 * 0.5 * 60)
+    assert _logreg_objective(model, F, y, 0.5) == pytest.approx(expected, rel=1e-12)
 
 
 def test_bad_heads_are_rejected_by_name(tmp_path, capsys):
