@@ -83,3 +83,36 @@ def test_every_head_has_a_positive_cost_model(name, activation):
         assert cost.network > 0 and cost.network_flops > 0 and cost.map > 0
         assert cost.lift >= 0 and cost.design >= 0
     assert head.cost(8).network_flops > head.cost(1).network_flops
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_control_group_limit_caps_the_available_memory(tmp_path, version):
+    """Containers and batch jobs limit memory through a cgroup, below the machine's."""
+    from cvxattn.solvers.memory import _cgroup_available
+
+    proc, mount = tmp_path / "cgroup", tmp_path / "sys"
+    if version == "v2":
+        proc.write_text("0::/job\n")
+        group, files = mount / "job", ("memory.max", "memory.current")
+    else:  # the group's directory is the mount's root, as inside a container
+        proc.write_text("4:memory:/host/path/job\n0::/\n")
+        group, files = mount / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    group.mkdir(parents=True)
+    (group / files[0]).write_text(f"{3 * 2**30}\n")
+    (group / files[1]).write_text(f"{2**30}\n")
+    assert _cgroup_available(str(proc), str(mount)) == 2 * 2**30
+    (group / files[0]).write_text("max\n")  # v2's "no limit"
+    assert _cgroup_available(str(proc), str(mount)) is None
+
+
+def test_an_address_space_limit_caps_the_budget():
+    """Under ``ulimit -v`` the plan sees what the limit leaves, not the machine's memory."""
+    import subprocess
+    import sys
+
+    code = ("import resource, cvxattn.solvers.memory as m; "
+            "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024; "
+            "resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY)); "
+            "print(m.available_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 0 < int(out.stdout) <= 2**30

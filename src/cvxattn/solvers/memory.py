@@ -2,7 +2,8 @@
 
 Each head has a per-sample cost model (:meth:`cvxattn.heads.Head.cost`); this module adds the
 solver's own storage and compares the total with a budget, by default 60% of the memory
-available now (``MemAvailable`` on Linux, free device memory on CUDA). A request that cannot fit
+available now (:func:`available_memory`: on the CPU the least of the system's, the control
+group's and the address-space limit's; free device memory on CUDA). A request that cannot fit
 fails here with :class:`MemoryBudgetError`, before any large allocation, instead of being killed
 by the operating system.
 """
@@ -45,11 +46,18 @@ class Plan:
 
 
 def available_memory(device: torch.device | str | None = None) -> int:
-    """Bytes available now: free device memory on CUDA, else ``MemAvailable`` (Linux) or the
-    free physical pages."""
+    """Bytes available now: free device memory on CUDA; on the CPU the smallest of the
+    system's ``MemAvailable`` (Linux; else the free physical pages), what the process's
+    control group may still use (``memory.max`` − ``memory.current``, as in containers and
+    batch schedulers) and what its address-space limit (``ulimit -v``) leaves."""
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    limits = [_system_available(), _cgroup_available(), _address_space_available()]
+    return min(limit for limit in limits if limit is not None)
+
+
+def _system_available() -> int:
     try:
         with open("/proc/meminfo") as info:
             for line in info:
@@ -58,6 +66,63 @@ def available_memory(device: torch.device | str | None = None) -> int:
     except OSError:  # pragma: no cover - not Linux
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))  # pragma: no cover
+
+
+def _read_number(path: str) -> int | None:
+    """The integer in a one-line file, or None (missing, unreadable, or "max")."""
+    try:
+        with open(path) as file:
+            text = file.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_available(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup"
+                      ) -> int | None:
+    """Memory left under this process's control-group limit (cgroup v2 ``memory.max``, or
+    v1 ``memory.limit_in_bytes``), or None when there is none to read. Inside a container the
+    group's own directory is usually the mount's root, so that is tried too."""
+    try:
+        with open(proc) as file:
+            lines = file.read().splitlines()
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "0::/path"
+            places, files = [mount + path, mount], ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # v1: "N:memory:/path"
+            places = [f"{mount}/memory{path}", f"{mount}/memory"]
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for place in places:
+            limit = _read_number(f"{place.rstrip('/')}/{files[0]}")
+            if limit is not None:
+                return max(limit - (_read_number(f"{place.rstrip('/')}/{files[1]}") or 0), 0)
+    return None
+
+
+def _address_space_available() -> int | None:
+    """What the soft address-space limit (RLIMIT_AS) leaves above the process's present
+    virtual size, or None when it is unlimited."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    size = 0
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    size = int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return max(soft - size, 0)
 
 
 def _budget(problem: Problem, memory_budget) -> int:
