@@ -7,13 +7,13 @@ the paper's gates (m = 100 for the MLP, 5 otherwise), the B-FNO B = 5 groups.
 
 For each program and each ``--n``, one process (killed at ``--time-limit``, address space capped
 at ``--memory-limit`` GiB) solves a tiny instance untimed (n = c, one iteration: libraries
-load their code lazily, which is not what is measured), builds the data, then solves
-``--method`` (default ``"factorized"``) in float32 to a certified relative gap ``--tol`` (1e-3) and records the
-time, status, gap, number of heads and the peak memory (ru_maxrss above the post-data
-baseline, and the absolute peak). Then, in the same process, it times one full-batch data pass
-of the network with the solution's heads: forward (pooled logits of all n samples) + mean
-cross-entropy + backward to (W1, W2, b), on the head's lifted data computed once (as the solver
-does; the lift is timed separately). Median of ``--pass-repeats`` after one warm-up. If the
+load their code lazily, which is not what is measured), builds the data, then solves with
+``--method`` (default ``"factorized"``) in float32 to a certified relative gap ``--tol`` (1e-3)
+and records the time, status, gap, number of heads and the peak memory (ru_maxrss above the
+post-data baseline, and the absolute peak). Then, in the same process, it times one full-batch
+data pass of the network with the solution's heads: forward (pooled logits of all n samples)
++ mean cross-entropy + backward to (W1, W2, b), on the head's lifted data computed once (as the
+solver does; the lift is timed separately). Median of ``--pass-repeats`` after one warm-up. If the
 full batch does not fit in memory, the pass runs in chunks of samples (recorded); if the
 process dies during the pass (time limit, memory), the solve's numbers are still reported.
 
