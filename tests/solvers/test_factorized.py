@@ -97,7 +97,9 @@ def test_float32_tokens_are_certified_with_a_float64_finish():
     rng = np.random.default_rng(5)
     prob = ca.Problem(ca.heads.MLP(), rng.normal(size=(300, 6, 5)), np.arange(300) % 3,
                       beta=1e-3, dtype=torch.float32)
-    sol = ca.solve(prob, method="factorized", tol=1e-6)
+    seen = []
+    sol = ca.solve(prob, method="factorized", tol=1e-6, callback=seen.append)
+    assert tuple(seen) == sol.history  # every checkpoint, the float64 finish's included
     ref = ca.solve(ca.Problem(ca.heads.MLP(), prob.X.double(), prob.y, beta=1e-3),
                    method="fista", tol=1e-9, max_iter=50_000)
     assert sol.status == "optimal"
@@ -127,3 +129,8 @@ def test_warm_start_from_heads_of_another_shape_is_refused():
     other = ca.Problem(ca.heads.MLP(), tokens(0, n=N, s=S, d=D + 1), labels(0, n=N, c=C), BETA)
     with pytest.raises(ValueError, match="init: expected heads"):
         ca.solve(other, method="factorized", init=sol)
+
+
+def test_a_callback_that_is_not_callable_is_refused_by_name():
+    with pytest.raises(TypeError, match="callback"):
+        ca.solve(problem(ca.heads.MLP()), callback="print")

@@ -146,9 +146,11 @@ def test_a_float32_run_that_stalls_is_finished_in_float64():
     certifies the float64 optimum, within one iteration limit and one history."""
     X, y = tokens(0, n=N, s=S, d=D), labels(0, n=N, c=C)
     single = ca.Problem(ca.heads.MLP(), X, y, beta=0.01, dtype=torch.float32)
-    sol = ca.solve(single, method="fista", tol=1e-6, max_iter=20_000)
+    seen = []
+    sol = ca.solve(single, method="fista", tol=1e-6, max_iter=20_000, callback=seen.append)
     assert sol.status == "optimal" and sol.gap <= 1e-6
     assert "then float64" in sol.certificate and sol.blocks.dtype == torch.float64
+    assert tuple(seen) == sol.history  # the callback saw both runs, counted as one
     iterations = [h.iteration for h in sol.history]
     assert iterations == sorted(iterations) and iterations[-1] == sol.n_iter
     reference = ca.solve(ca.Problem(ca.heads.MLP(), X, y, beta=0.01), tol=1e-6)

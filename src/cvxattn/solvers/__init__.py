@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from numbers import Integral, Real
 
@@ -25,8 +26,8 @@ METHODS = ("auto", "fista", "factorized", "cvxpy")
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
           max_iter: int = 5000, init: "Solution | tuple[torch.Tensor, torch.Tensor] | None" = None,
-          verbose: bool = False, seed: int = 0, memory_budget: float | None = None
-          ) -> Solution:
+          verbose: bool = False, seed: int = 0, memory_budget: float | None = None,
+          callback: Callable[[Checkpoint], object] | None = None) -> Solution:
     """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
 
     method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"factorized"``
@@ -37,7 +38,9 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
     ``max_iter`` counts iterations (L-BFGS iterations for the factorized solver).
     ``memory_budget``: bytes the solve may use (default 60% of the memory available now); a
     request whose estimated peak exceeds it raises :class:`MemoryBudgetError` before
-    allocating. ``seed`` fixes the factorized solver's random Lanczos starts.
+    allocating. ``seed`` fixes the factorized solver's random Lanczos starts. ``callback``:
+    called with every :class:`Checkpoint` as it is recorded (the entries of
+    ``Solution.history``), e.g. to log the progress of a run that may be interrupted.
 
     >>> import numpy as np, cvxattn as ca
     >>> rng = np.random.default_rng(0)
@@ -46,6 +49,8 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
     >>> sol.status, sol.gap <= 1e-8
     ('optimal', True)
     """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not isinstance(problem, Problem):
@@ -66,29 +71,36 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
                 *problem.head.heads_from_blocks(blocks[0]), blocks[1])
         return factorized(problem, tol=tol, max_iter=int(max_iter), init=start, seed=seed,
                           chunk_size=chosen.chunk_size, cache=chosen.cache,
-                          krylov_steps=chosen.krylov_steps, verbose=verbose)
-    return _fista(problem, tol, int(max_iter), _checked_blocks(problem, init), verbose)
+                          krylov_steps=chosen.krylov_steps, verbose=verbose,
+                          callback=callback)
+    return _fista(problem, tol, int(max_iter), _checked_blocks(problem, init), verbose,
+                  callback)
 
 
-def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool) -> Solution:
+def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,
+           callback=None) -> Solution:
     """FISTA; a float32 run that stalls above ``tol`` (its rounding swamps the gap) is
     finished in float64 from where it stopped, within the same iteration limit."""
     if problem.X.dtype != torch.float32:
-        return fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose)
+        return fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
+                     callback=callback)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose)
+        first = fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
+                      callback=callback)
     finishing = first.status == "stalled" and first.n_iter < max_iter
     for w in caught:  # the stall's own warning is moot once the float64 run goes on
         if not (finishing and issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not finishing:
         return first
+    def continued(c: Checkpoint) -> Checkpoint:  # counted from the float32 run's start
+        return replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
+
     finish = fista(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
-                   init=(first.blocks.double(), first.intercept.double()), verbose=verbose)
-    history = first.history + tuple(
-        replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
-        for c in finish.history)
+                   init=(first.blocks.double(), first.intercept.double()), verbose=verbose,
+                   callback=None if callback is None else lambda c: callback(continued(c)))
+    history = first.history + tuple(continued(c) for c in finish.history)
     return replace(finish, n_iter=first.n_iter + finish.n_iter,
                    seconds=first.seconds + finish.seconds, history=history,
                    certificate=f"{finish.certificate}; float32 until iteration {first.n_iter} "

@@ -176,7 +176,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                init: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                check_every: int = 20, history_size: int = 20, chunk_size: int | None = None,
                cache: bool = True, delta: float = 1e-3, prune_rtol: float = 1e-8, seed: int = 0,
-               krylov_steps: int = 2000, verbose: bool = False) -> Solution:
+               krylov_steps: int = 2000, verbose: bool = False, callback=None) -> Solution:
     """Solve ``problem`` over the network's heads until the certified relative gap is ≤ ``tol``.
 
     ``init``: heads and intercept (W1 (G, r, *w1_shape), W2 (G, r, *w2_shape), b (c,)) to start
@@ -185,7 +185,8 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     certificate's spectral norms. ``seed`` fixes the random Lanczos starts: the same seed gives
     the same result. ``chunk_size``/``cache``: samples per network pass and whether their
     lifted data is kept (:func:`.memory.plan` picks them); ``krylov_steps`` caps the Lanczos
-    steps (and the basis stored) of a certificate.
+    steps (and the basis stored) of a certificate. ``callback``: called with every checkpoint
+    as it is recorded.
     """
     start_time = time.perf_counter()
     head, beta = problem.head, problem.beta
@@ -228,6 +229,8 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
         gap = relative_gap(best.objective, lower)
         history.append(Checkpoint(n_iter, time.perf_counter() - start_time, check.objective,
                                   lower, gap))
+        if callback is not None:
+            callback(history[-1])
         if verbose:
             ratio = float(check.sigmas.max()) / beta
             print(f"  factorized {n_iter:6d}  heads={W1.shape[1]:3d}  P={check.objective:.10e}"

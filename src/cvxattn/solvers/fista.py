@@ -55,10 +55,11 @@ def _initial_lipschitz(problem: Problem, Z, b, gZ, gb) -> float:
 
 def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
           init: tuple[torch.Tensor, torch.Tensor] | None = None,
-          verbose: bool = False) -> Solution:
+          verbose: bool = False, callback=None) -> Solution:
     """Solve ``problem`` by FISTA until the relative duality gap is ≤ ``tol``.
 
     ``init``: a starting point (Z, b), e.g. a neighbouring β's solution (warm start).
+    ``callback``: called with every checkpoint as it is recorded.
     """
     start_time = time.perf_counter()
     beta, reg = problem.beta, problem.regularizer
@@ -81,6 +82,8 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
         gap = relative_gap(best.objective, lower)
         history.append(Checkpoint(iteration, time.perf_counter() - start_time,
                                   cert.objective, lower, gap))
+        if callback is not None:
+            callback(history[-1])
         if verbose:
             print(f"  fista {iteration:6d}  P={cert.objective:.10e}  D={lower:.10e}  "
                   f"gap={gap:.2e}")
