@@ -102,11 +102,20 @@ def scale_child(spec: dict, marks) -> dict:
         return ca.Problem(head, X, y, beta=spec["beta"], dtype=torch.float32,
                           device=spec.get("device", "cpu"))
 
-    def solve(problem, max_iter):
+    def solve(problem, max_iter, callback=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ca.ConvergenceWarning)  # the status says it
             return ca.solve(problem, method=spec["method"], tol=spec["tol"], max_iter=max_iter,
-                            seed=spec["seed"])
+                            seed=spec["seed"], callback=callback)
+
+    def progress(checkpoint) -> None:
+        """Keep the latest checkpoint: a run killed at its time limit still says how far it
+        got (its certified gap then)."""
+        marks.partial({"last_checkpoint": {"seconds": checkpoint.seconds,
+                                           "iteration": checkpoint.iteration,
+                                           "objective": checkpoint.objective,
+                                           "lower_bound": checkpoint.lower_bound,
+                                           "gap": checkpoint.gap}})
 
     try:  # warm-up, best effort: pages in the code (libraries load lazily)
         solve(problem_of(spec["c"]), 1)
@@ -120,7 +129,7 @@ def scale_child(spec: dict, marks) -> dict:
         allocated = torch.cuda.memory_allocated()
     marks.mark("baseline")
     start = time.perf_counter()
-    solution = solve(problem, spec["max_iter"])
+    solution = solve(problem, spec["max_iter"], progress)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -197,6 +206,7 @@ def run(args) -> dict:
             # a process that died after its solve still reports the solve (not the pass)
             result = out["result"] or out["partial"] or {}
             memory = memory_mib(out)
+            solved = "status" in result  # else at most the last checkpoint of a killed run
             row = {"program": program, "n": n, "s": args.s, "d": args.d, "c": args.c,
                    "failure": out["failure"], "error": out["error"], **result,
                    "memory_mib": memory, "wall_seconds": out["wall_seconds"],
@@ -208,8 +218,8 @@ def run(args) -> dict:
                 f"{result['n_heads']} heads), pass "
                 + (f"{result['pass_seconds']:.3f} s, " if result.get("pass_seconds")
                    else f"failed ({out['error']}), ") +
-                f"{memory['delta']:.0f} MiB" if result else f"failed ({out['failure']}: "
-                f"{out['error']})"), flush=True)
+                f"{memory['delta']:.0f} MiB" if solved else f"failed ({out['failure']}: "
+                f"{out['error']}){_reached(result)}"), flush=True)
     exponents = {}
     if len(args.n) > 1:
         for head, activation in parse_programs(args.heads):
@@ -224,9 +234,19 @@ def run(args) -> dict:
     return {"rows": rows, "summary": {"grid": square_grid(args.s), "exponents": exponents}}
 
 
+def _reached(row: dict) -> str:
+    """', last certified gap G at T s' for a run stopped before its end, when it got that far."""
+    last = row.get("last_checkpoint")
+    if not last or "status" in row:
+        return ""
+    return f", last certified gap {last['gap']:.1e} at {last['seconds']:.0f} s"
+
+
 def report(args, results: dict) -> None:
     table = [dict(row, mib=row["memory_mib"]["delta"], peak=row["memory_mib"]["peak"],
-                  passes=row["ratios"]["passes"]) for row in results["rows"]]
+                  passes=row["ratios"]["passes"],
+                  failure=(row["failure"] + _reached(row)) if row["failure"] else None)
+             for row in results["rows"]]
     print_table(
         f"scale: {args.method}, float32, tol {args.tol:g}; s = {args.s}, d = {args.d}, "
         f"c = {args.c}, β = {args.beta:g}", table,

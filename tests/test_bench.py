@@ -152,3 +152,31 @@ def test_program_names():
     assert parse_programs(["fno-gated", "fno"]) == [("fno", "gated"), ("fno", "linear")]
     with pytest.raises(ValueError, match="--heads"):
         parse_programs(["mlp-relu"])
+
+
+def test_scale_child_keeps_its_progress_for_a_run_cut_off_later():
+    """Every checkpoint of the timed solve is saved as it comes, so a run killed at its time
+    limit still reports the certified gap it had reached."""
+    from bench.scale import _reached, scale_child
+    from bench.worker import Marks
+
+    class Recording(Marks):
+        def __init__(self):
+            super().__init__()
+            self.saved = []
+
+        def partial(self, result):
+            self.saved.append(result)
+
+    spec = {"head": "mlp", "activation": "gated", "n": 200, "s": 16, "d": 8, "c": 10,
+            "gates": 2, "groups": 2, "beta": 1e-3, "method": "factorized", "tol": 1e-3,
+            "max_iter": 500, "planted_heads": 4, "snr": 3.0, "pass_repeats": 1, "seed": 0,
+            "device": "cpu"}
+    marks = Recording()
+    result = scale_child(spec, marks)
+    progress = [saved["last_checkpoint"] for saved in marks.saved if "last_checkpoint" in saved]
+    assert [p["gap"] for p in progress] == [h[2] for h in result["history"]]
+    killed = {"failure": "time limit", "last_checkpoint": progress[0]}
+    assert _reached(killed) == f", last certified gap {progress[0]['gap']:.1e} at " \
+                               f"{progress[0]['seconds']:.0f} s"
+    assert _reached(result) == ""  # a finished solve reports its own status and gap
