@@ -94,6 +94,7 @@ def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not finishing:
         return first
+
     def continued(c: Checkpoint) -> Checkpoint:  # counted from the float32 run's start
         return replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
 
