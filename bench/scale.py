@@ -24,6 +24,7 @@ and ≤ 8 GiB. With several ``--n``, the exponent b of time ∝ n^b is fitted pe
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -239,7 +240,10 @@ def _reached(row: dict) -> str:
     last = row.get("last_checkpoint")
     if not last or "status" in row:
         return ""
-    return f", last certified gap {last['gap']:.1e} at {last['seconds']:.0f} s"
+    gap = last["gap"]  # strict JSON keeps an infinite gap (no bound proven yet) as a string
+    proven = isinstance(gap, (int, float)) and math.isfinite(gap)
+    text = f"last certified gap {gap:.1e}" if proven else "no gap certified yet"
+    return f", {text} at {last['seconds']:.0f} s"
 
 
 def report(args, results: dict) -> None:

@@ -180,3 +180,6 @@ def test_scale_child_keeps_its_progress_for_a_run_cut_off_later():
     assert _reached(killed) == f", last certified gap {progress[0]['gap']:.1e} at " \
                                f"{progress[0]['seconds']:.0f} s"
     assert _reached(result) == ""  # a finished solve reports its own status and gap
+    # before its first bound the gap is infinite, which strict JSON stores as a string
+    early = {"failure": "time limit", "last_checkpoint": dict(progress[0], gap="Infinity")}
+    assert _reached(early).startswith(", no gap certified yet at ")
