@@ -176,10 +176,14 @@ def test_scale_child_keeps_its_progress_for_a_run_cut_off_later():
     result = scale_child(spec, marks)
     progress = [saved["last_checkpoint"] for saved in marks.saved if "last_checkpoint" in saved]
     assert [p["gap"] for p in progress] == [h[2] for h in result["history"]]
-    killed = {"failure": "time limit", "last_checkpoint": progress[0]}
-    assert _reached(killed) == f", last certified gap {progress[0]['gap']:.1e} at " \
-                               f"{progress[0]['seconds']:.0f} s"
+    assert all(saved["method"] == result["method"] for saved in marks.saved)
+    first = progress[0]
+    killed = {"failure": "time limit", "last_checkpoint": first}
+    assert _reached(killed) == f", last certified gap {first['gap']:.1e} (estimated " \
+                               f"{first['estimated_gap']:.1e}) at {first['seconds']:.0f} s"
     assert _reached(result) == ""  # a finished solve reports its own status and gap
     # before its first bound the gap is infinite, which strict JSON stores as a string
-    early = {"failure": "time limit", "last_checkpoint": dict(progress[0], gap="Infinity")}
-    assert _reached(early).startswith(", no gap certified yet at ")
+    early = {"failure": "time limit", "last_checkpoint": dict(first, gap="Infinity")}
+    assert _reached(early).startswith(", no gap certified yet (estimated ")
+    fista = {"failure": "time limit", "last_checkpoint": dict(first, estimated_gap=None)}
+    assert "estimated" not in _reached(fista)

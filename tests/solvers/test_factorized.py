@@ -100,6 +100,8 @@ def test_float32_tokens_are_certified_with_a_float64_finish():
     seen = []
     sol = ca.solve(prob, method="factorized", tol=1e-6, callback=seen.append)
     assert tuple(seen) == sol.history  # every checkpoint, the float64 finish's included
+    # the Lanczos estimate of the gap comes with every check, proven bound or not
+    assert all(math.isfinite(h.estimated_gap) and h.estimated_gap >= 0 for h in sol.history)
     ref = ca.solve(ca.Problem(ca.heads.MLP(), prob.X.double(), prob.y, beta=1e-3),
                    method="fista", tol=1e-9, max_iter=50_000)
     assert sol.status == "optimal"

@@ -151,6 +151,7 @@ def test_a_float32_run_that_stalls_is_finished_in_float64():
     assert sol.status == "optimal" and sol.gap <= 1e-6
     assert "then float64" in sol.certificate and sol.blocks.dtype == torch.float64
     assert tuple(seen) == sol.history  # the callback saw both runs, counted as one
+    assert all(h.estimated_gap is None for h in sol.history)  # every FISTA gap is proven
     iterations = [h.iteration for h in sol.history]
     assert iterations == sorted(iterations) and iterations[-1] == sol.n_iter
     reference = ca.solve(ca.Problem(ca.heads.MLP(), X, y, beta=0.01), tol=1e-6)

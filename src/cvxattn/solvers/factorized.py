@@ -228,7 +228,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             lower, certified_by = check.lower_bound, check
         gap = relative_gap(best.objective, lower)
         history.append(Checkpoint(n_iter, time.perf_counter() - start_time, check.objective,
-                                  lower, gap))
+                                  lower, gap, check.estimated_gap))
         if callback is not None:
             callback(history[-1])
         if verbose:

@@ -32,6 +32,10 @@ class Checkpoint:
     objective: float  # P at the iterate (intercept re-fitted)
     lower_bound: float  # best dual value so far
     gap: float  # (P − D) / |P| with the best P and D so far
+    # factorized solver: the gap with the Lanczos estimates σ̂ of the spectral norms in place
+    # of their proven bounds; no proof (σ̂ ≤ σ), but it says how far a run is before its first
+    # proven bound. None for FISTA, whose every gap is proven.
+    estimated_gap: float | None = None
 
 
 def no_progress(history: list[Checkpoint], eps: float, patience: int) -> bool:
