@@ -129,6 +129,7 @@ def scale_child(spec: dict, marks) -> dict:
         allocated = torch.cuda.memory_allocated()
     marks.mark("baseline")
     method = ca.solvers.plan(problem, spec["method"]).method  # what solve will choose
+    marks.partial({"method": method})  # known even if the first checkpoint never comes
     start = time.perf_counter()
     solution = solve(problem, spec["max_iter"], progress)
     if cuda:

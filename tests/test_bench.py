@@ -177,6 +177,7 @@ def test_scale_child_keeps_its_progress_for_a_run_cut_off_later():
     progress = [saved["last_checkpoint"] for saved in marks.saved if "last_checkpoint" in saved]
     assert [p["gap"] for p in progress] == [h[2] for h in result["history"]]
     assert all(saved["method"] == result["method"] for saved in marks.saved)
+    assert marks.saved[0] == {"method": result["method"]}  # saved before the solve starts
     first = progress[0]
     killed = {"failure": "time limit", "last_checkpoint": first}
     assert _reached(killed) == f", last certified gap {first['gap']:.1e} (estimated " \
