@@ -15,7 +15,9 @@ data pass of the network with the solution's heads: forward (pooled logits of al
 + mean cross-entropy + backward to (W1, W2, b), on the head's lifted data computed once (as the
 solver does; the lift is timed separately). Median of ``--pass-repeats`` after one warm-up. If the
 full batch does not fit in memory, the pass runs in chunks of samples (recorded); if the
-process dies during the pass (time limit, memory), the solve's numbers are still reported.
+process dies during the pass (time limit, memory), the solve's numbers are still reported. A
+process killed during the solve reports its method and last checkpoint (the certified gap and,
+for the factorized solver, the estimated one), saved through ``solve(callback=...)``.
 
 Ratio: passes per solve = solve time / pass time (the peer: what one gradient evaluation of the
 same network on the same data costs in the same process). Targets (s = 49): every head ≤ 10 min

@@ -231,8 +231,8 @@ class Head:
                        data: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean-pooled network outputs (n, c); heads override with cheaper forms.
 
-        Heads whose design rows match the blocks' rows (``network_design``: gated MLP, FNO and
-        B-FNO, P = p) use Φ when ``lift`` built it: p = Σ_g Σ_r (Φ_g vec(W1_{g,r})) vec(W2_{g,r}),
+        Heads whose design rows match the blocks' rows (``network_design``: the MLP, the gated
+        FNO and B-FNO, P = p) use Φ when ``lift`` built it: p = Σ_g Σ_r (Φ_g vec(W1_{g,r})) vec(W2_{g,r}),
         summed within each output group.
         """
         design = data.get("design")

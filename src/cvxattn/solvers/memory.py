@@ -97,10 +97,10 @@ def _cgroup_available(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgr
             files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
         else:
             continue
-        for place in places:
-            limit = _read_number(f"{place.rstrip('/')}/{files[0]}")
+        for place in (place.rstrip("/") for place in places):
+            limit = _read_number(f"{place}/{files[0]}")
             if limit is not None:
-                return max(limit - (_read_number(f"{place.rstrip('/')}/{files[1]}") or 0), 0)
+                return max(limit - (_read_number(f"{place}/{files[1]}") or 0), 0)
     return None
 
 
