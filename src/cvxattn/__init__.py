@@ -6,11 +6,11 @@ here is that program and the network it equals; ``solve`` returns the global opt
 duality-gap certificate.
 """
 
-from . import heads
+from . import explain, heads
 from .estimator import ConvexHeadClassifier
 from .problem import Problem
 from .solvers import ConvergenceWarning, MemoryBudgetError, Solution, certify, solve
 
-__all__ = ["heads", "Problem", "solve", "certify", "Solution", "ConvergenceWarning",
+__all__ = ["heads", "explain", "Problem", "solve", "certify", "Solution", "ConvergenceWarning",
            "MemoryBudgetError", "ConvexHeadClassifier"]
 __version__ = "0.1.0"

@@ -156,6 +156,42 @@ class SelfAttention(Head):
         pooled_values = torch.einsum("ngrt,ntl->ngrl", scores, X)  # (n, G, r, d)
         return torch.einsum("ngrl,grlo->no", pooled_values, W2) / (s * s)
 
+    # ------------------------------------------- exact attributions (SPEC.md §7)
+    def pairs(self, Z, data):
+        """C[a, t] = (1/s) Σ_j M_j[a,t] x_aᵀ Σ_{k,l} x_t[k] x_t[l] Z_j^{(k,l)} (M ≡ 1 linear)."""
+        X = data["X"]
+        s = X.shape[1]
+        Y = self._token_products(Z, X)  # (n, G, s, d, c): Y_j[t] = Σ_kl x_t[k] x_t[l] Z_j^(k,l)
+        per_pair = torch.einsum("nai,ngtio->ngato", X, Y)  # (n, G, s, s, c)
+        if self.gated:
+            per_pair = per_pair * data["mask"][..., None]
+        return per_pair.sum(1) / s  # (n, s, s, c)
+
+    def _scores(self, W1, W2, data):
+        """The network's attention scores (M_g ⊙ X W1_r Xᵀ)/s, (n, G, r, s, s)."""
+        X = data["X"]
+        scores = torch.einsum("nai,grik,ntk->ngrat", X, W1, X) / X.shape[1]  # (n, G, r, s, s)
+        return scores * data["mask"][:, :, None] if self.gated else scores
+
+    def network_pairs(self, W1, W2, data):
+        """C[a, t] = Σ_{g,r} ((M_g ⊙ X W1_r Xᵀ)[a,t] / s) x_tᵀ W2_r."""
+        values = torch.einsum("ntl,grlo->ngrto", data["X"], W2)  # (n, G, r, s, c)
+        return torch.einsum("ngrat,ngrto->nato", self._scores(W1, W2, data), values)
+
+    def mixing(self, W1, W2, data):
+        """K = G·r matrices: the attention scores (M_g ⊙ X W1_r Xᵀ)/s of every head, the
+        learned bilinear similarity x_aᵀ W1_r x_t of query a and key t, times ‖W2_r‖."""
+        scores = self._scores(W1, W2, data)  # (n, G, r, s, s)
+        weight = W2.flatten(2).norm(dim=-1)  # (G, r)
+        return (scores * weight[:, :, None, None]).flatten(1, 2)  # (n, G·r, s, s)
+
+    def pair_elements(self, heads_per_block):
+        s, d, c = self.dims
+        G = self.n_blocks
+        if heads_per_block is None:
+            return 2 * s * s * c + G * s * (d * c + 2 * s * c)
+        return 2 * s * s * c + 2 * G * heads_per_block * s * (s + c)
+
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
         heads = self.n_blocks * heads_per_block  # G·r

@@ -208,6 +208,52 @@ class Head:
         W2 (G, r, *w2_shape)."""
         raise NotImplementedError
 
+    # ------------------------------------------------- exact attributions (SPEC.md §7)
+    def pairs(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pair contributions C (n, s, s, c) at blocks Z: C[a, t] is what source token t adds
+        to the output of token a, exactly, so Σ_t C[a, t] = O[a] (``tokens``)."""
+        raise NotImplementedError
+
+    def network_pairs(self, W1: torch.Tensor, W2: torch.Tensor,
+                      data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pair contributions (n, s, s, c) computed from the network's heads (W1, W2); equal
+        to :meth:`pairs` at Z = Σ_r vec(W1_r) vec(W2_r)ᵀ (SPEC.md §3 identity 1)."""
+        raise NotImplementedError
+
+    def mixing(self, W1: torch.Tensor, W2: torch.Tensor,
+               data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The head's token-mixing weights on each sample, (n, K, s, s): K matrices whose entry
+        [a, t] is how strongly the network carries source token t into the output of token a
+        (the head's own notion of similarity; every head documents its K). Each of the
+        network's heads is weighted by the norm of its output map W2, so balanced heads count
+        in proportion to their singular value."""
+        raise NotImplementedError
+
+    def token_profiles(self, W1: torch.Tensor, W2: torch.Tensor,
+                       data: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How the head sees each token, (n, s, F): by default its row and its column of every
+        mixing matrix (the token as a receiver and as a source), so two tokens have the same
+        profile exactly when the head mixes them alike. Heads that do not mix tokens override
+        this."""
+        S = self.mixing(W1, W2, data)  # (n, K, s, s)
+        rows = S.permute(0, 2, 1, 3).flatten(2)  # (n, a, K·s): token a as a receiver
+        cols = S.permute(0, 3, 1, 2).flatten(2)  # (n, t, K·s): token t as a source
+        return torch.cat([rows, cols], 2)  # (n, s, 2·K·s)
+
+    def pair_elements(self, heads_per_block: int | None) -> int:
+        """Intermediates per sample (elements) of :meth:`pairs` (``heads_per_block`` None) or
+        :meth:`network_pairs` with r heads per block, output included: the memory plan of the
+        explanations. This default counts the output and one token-level product per block."""
+        s, d, c = self.dims
+        r = 1 if heads_per_block is None else heads_per_block
+        return 2 * s * s * c + self.n_blocks * r * s * (s + d + c)
+
+    @staticmethod
+    def _diagonal(outputs: torch.Tensor) -> torch.Tensor:
+        """Pair contributions of a head that does not mix tokens: C[a, a] = O[a], zero off the
+        diagonal; (n, s, c) → (n, s, s, c)."""
+        return torch.diag_embed(outputs.transpose(1, 2)).permute(0, 2, 3, 1)
+
     def cost(self, heads_per_block: int, pooled: bool = True) -> HeadCost:
         """The cost model per sample (see :class:`HeadCost`) with r = ``heads_per_block``.
 

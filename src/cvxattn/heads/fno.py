@@ -185,6 +185,73 @@ class BlockFNO(Head):
         hidden = torch.einsum("nbk,brk->nbr", xbar, W1.sum(2))  # (n, B, r)
         return torch.einsum("nbr,bro->nbo", hidden, W2).reshape(xbar.shape[0], self.c)
 
+    # ------------------------------------------- exact attributions (SPEC.md §7)
+    def _offsets(self, device) -> torch.Tensor:
+        """u[a, t] = t ⊖ a (s, s): the shift at which source token t enters output token a
+        (t = a ⊕ u on the h×w torus, row-major)."""
+        h, w = self.grid
+        pos = torch.arange(self.s, device=device)
+        rows = (pos[None, :] // w - pos[:, None] // w) % h  # (a, t)
+        cols = (pos[None, :] % w - pos[:, None] % w) % w
+        return rows * w + cols
+
+    def _gather_shifts(self, Y):
+        """Y[..., t, u, :] → C[..., a, t, :] = Y[..., t, t ⊖ a, :] for Y (..., s, s, q)."""
+        u = self._offsets(Y.device)  # (a, t)
+        t = torch.arange(self.s, device=Y.device).expand(self.s, self.s)  # (a, t)
+        return Y[..., t, u, :]  # (..., a, t, q)
+
+    def _mask_of_pairs(self, data):
+        """D_{b,j}[a] as (n, B, J, s, 1, 1): the gate of the receiving token."""
+        n = data["X"].shape[0]
+        return data["mask"].reshape(n, self.groups, self._J, self.s, 1, 1)
+
+    def pairs(self, Z, data):
+        """C[a, t, (b,o)] = Σ_j D_{b,j}[a] Σ_{k∈b} X[t,k] Z_{b,j}[(t ⊖ a, k), o] (D ≡ 1 linear)."""
+        X = data["X"]
+        n, B, J = X.shape[0], self.groups, self._J
+        Xg = X.reshape(n, self.s, B, self.d // B)  # (n, t, b, k)
+        K = Z.reshape(B, J, self.s, self.d // B, self.c // B)  # (b, j, u, k, o)
+        Y = torch.einsum("ntbk,bjuko->nbjtuo", Xg, K)  # (n, B, J, t, u, c/B)
+        C = self._gather_shifts(Y)  # (n, B, J, a, t, c/B)
+        if self.gated:
+            C = C * self._mask_of_pairs(data)
+        return C.sum(2).permute(0, 2, 3, 1, 4).reshape(n, self.s, self.s, self.c)
+
+    def _hidden_pairs(self, W1, data):
+        """h[n, b, j, r, a, t] = D_{b,j}[a] Σ_k X^{(b)}[t,k] W1_{b,j,r}[t ⊖ a, k]: what source t
+        adds to hidden unit r at token a (Σ_t h = the unit's pre-output value)."""
+        X = data["X"]
+        n, B, J, r = X.shape[0], self.groups, self._J, W1.shape[1]
+        Xg = X.reshape(n, self.s, B, self.d // B)  # (n, t, b, k)
+        kernels = W1.reshape(B, J, r, self.s, self.d // B)  # (b, j, r, u, k)
+        Y = torch.einsum("ntbk,bjruk->nbjrtu", Xg, kernels)[..., None]  # (n,B,J,r,t,u,1)
+        h = self._gather_shifts(Y)[..., 0]  # (n, B, J, r, a, t)
+        if self.gated:
+            h = h * self._mask_of_pairs(data)[..., None, :, :, 0]
+        return h
+
+    def network_pairs(self, W1, W2, data):
+        """C[a, t, (b,o)] = Σ_{j,r} h[b,j,r,a,t] W2_{b,j,r}[o] (see :meth:`_hidden_pairs`)."""
+        h = self._hidden_pairs(W1, data)  # (n, B, J, r, a, t)
+        n, B, J, r = h.shape[:4]
+        out = torch.einsum("nbjrat,bjro->natbo", h, W2.reshape(B, J, r, -1))
+        return out.reshape(n, self.s, self.s, self.c)
+
+    def mixing(self, W1, W2, data):
+        """K = G·r matrices: the kernel's weight on each source token,
+        D_{b,j}[a] Σ_k X^{(b)}[t,k] W1_r[t ⊖ a, k] (the unit's pre-activation share from t),
+        times ‖W2_r‖: a global convolution mixes tokens by their offset and content."""
+        h = self._hidden_pairs(W1, data)  # (n, B, J, r, a, t)
+        weight = W2.norm(dim=-1).reshape(*h.shape[1:4], 1, 1)  # (B, J, r, 1, 1)
+        return (h * weight).flatten(1, 3)  # (n, G·r, s, s)
+
+    def pair_elements(self, heads_per_block):
+        s, d, c = self.dims
+        if heads_per_block is None:
+            return 3 * self._J * s * s * c + s * s * c
+        return 2 * s * s * c + 3 * self.n_blocks * heads_per_block * s * s
+
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
         B, G = self.groups, self.n_blocks

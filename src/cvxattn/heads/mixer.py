@@ -144,6 +144,51 @@ class Mixer(Head):
         mixed = torch.einsum("grt,ntk->ngrk", W1.mean(2), data["X"])  # (n, G, r, d)
         return torch.einsum("ngrk,grko->no", mixed, W2)
 
+    # ------------------------------------------- exact attributions (SPEC.md §7)
+    def pairs(self, Z, data):
+        """C[a, t, o] = Σ_j Σ_k D_j[a,k] X[t,k] Z_j[(a,t),(k,o)] (D ≡ 1 linear)."""
+        X = data["X"]
+        Z5 = self._grid(Z)  # (G, a, t, k, o)
+        if not self.gated:
+            return torch.einsum("ntk,atko->nato", X, Z5[0])
+        out = 0
+        for j in range(self.n_blocks):  # one gate at a time: (n, a, t, k) intermediates
+            masked = data["mask"][:, j, :, None, :] * X[:, None]  # (n, a, t, k)
+            out = out + torch.einsum("natk,atko->nato", masked, Z5[j])
+        return out
+
+    def _values(self, W2, data):
+        """V[n, g, r, a, t, o] = Σ_k D_g[a,k] X[t,k] W2_r[k,o]; (n, G, r, t, o) when linear
+        (no gate, so no dependence on the receiving token a)."""
+        X = data["X"]
+        if not self.gated:
+            return torch.einsum("ntk,grko->ngrto", X, W2)  # (n, G, r, s, c)
+        return torch.einsum("ngak,ntk,grko->ngrato", data["mask"], X, W2)  # (n,G,r,s,s,c)
+
+    def network_pairs(self, W1, W2, data):
+        """C[a, t, o] = Σ_{g,r} W1_r[a,t] Σ_k D_g[a,k] X[t,k] W2_r[k,o]."""
+        values = self._values(W2, data)
+        if not self.gated:
+            return torch.einsum("grat,ngrto->nato", W1, values)
+        return torch.einsum("grat,ngrato->nato", W1, values)
+
+    def mixing(self, W1, W2, data):
+        """K = G·r·d matrices: the token mixing W1_r[a,t] of every head, for each feature k as
+        the gate passes it at the receiving token (D_g[a,k]; 1 when linear), times the norm of
+        the row W2_r[k, :] that carries feature k to the outputs. The linear Mixer mixes by
+        position only, so its matrices are the same for every sample."""
+        X = data["X"]
+        weight = W2.norm(dim=-1)  # (G, r, d)
+        gate = data["mask"] if self.gated else X.new_ones((X.shape[0], 1, self.s, self.d))
+        S = torch.einsum("grat,ngak,grk->ngrkat", W1, gate, weight)  # (n, G, r, d, s, s)
+        return S.flatten(1, 3)  # (n, G·r·d, s, s)
+
+    def pair_elements(self, heads_per_block):
+        s, d, c = self.dims
+        if heads_per_block is None:
+            return 3 * s * s * c + s * s * d
+        return 2 * s * s * c + self.n_blocks * heads_per_block * s * s * (c + d)
+
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
         heads = self.n_blocks * heads_per_block

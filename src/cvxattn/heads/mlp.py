@@ -80,6 +80,26 @@ class MLP(Head):
         hidden = torch.einsum("nd,grd->ngr", self._mean_token(data), W1)  # (n, G, r)
         return torch.einsum("ngr,grc->nc", hidden, W2)
 
+    # Tokens do not mix: each output row depends on its own token only (SPEC.md §7).
+    def pairs(self, Z, data):
+        return self._diagonal(self.tokens(Z, data))  # (n, s, s, c)
+
+    def network_pairs(self, W1, W2, data):
+        return self._diagonal(self.network_tokens(W1, W2, data))  # (n, s, s, c)
+
+    def token_profiles(self, W1, W2, data):
+        """The hidden units of every token, D_j[t] x_tᵀ w1_r · ‖w2_r‖ (n, s, G·r): an MLP does
+        not mix tokens, so two tokens are alike for it when they excite its units alike."""
+        hidden = torch.einsum("nsd,grd->nsgr", data["X"], W1)  # (n, s, G, r)
+        if self.gated:
+            hidden = hidden * data["mask"][..., None]
+        return (hidden * W2.norm(dim=-1)).flatten(2)  # (n, s, G·r)
+
+    def pair_elements(self, heads_per_block):
+        s, d, c = self.dims
+        r = self.c if heads_per_block is None else heads_per_block
+        return 2 * s * s * c + s * self.n_blocks * r
+
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
         hidden = self.n_blocks * heads_per_block  # G·r hidden units
