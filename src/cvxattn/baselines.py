@@ -47,16 +47,20 @@ class SoftmaxAttentionHead(nn.Module):
         self.out = init(inner, c, fan_in=inner)
         self.bias = nn.Parameter(torch.zeros(c, dtype=dtype))
 
+    def _split(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        n, s, _ = X.shape
+        return (X @ W).reshape(n, s, self.n_heads, self.head_dim).transpose(1, 2)  # (n,h,s,e)
+
+    def attention(self, X: torch.Tensor) -> torch.Tensor:
+        """The attention weights softmax(Q Kᵀ / √d_h) of every head, (n, h, s, s): row a is
+        query a's distribution over the keys (each row sums to 1)."""
+        Q, K = self._split(X, self.query), self._split(X, self.key)
+        return torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         n, s, _ = X.shape
-        h, e = self.n_heads, self.head_dim
-
-        def split(W):
-            return (X @ W).reshape(n, s, h, e).transpose(1, 2)  # (n, h, s, e)
-
-        Q, K, V = split(self.query), split(self.key), split(self.value)
-        scores = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(e), dim=-1)  # (n, h, s, s)
-        mixed = (scores @ V).transpose(1, 2).reshape(n, s, h * e)  # (n, s, h·e)
+        V = self._split(X, self.value)  # (n, h, s, e)
+        mixed = (self.attention(X) @ V).transpose(1, 2).reshape(n, s, -1)  # (n, s, h·e)
         return (mixed @ self.out).mean(1) + self.bias  # (n, c)
 
 

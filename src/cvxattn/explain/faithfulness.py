@@ -20,46 +20,58 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["deletion_curves", "deletion_auc", "gradient_times_input", "backbone_view", "foreground_tokens",
+__all__ = ["deletion_logits", "deletion_curves", "target_curves", "deletion_auc",
+           "gradient_times_input", "backbone_view", "foreground_tokens",
            "top_k_jaccard", "cluster_jaccard", "random_orders"]
 
 
-def deletion_curves(logits: Callable[[torch.Tensor], torch.Tensor], X, order, reference,
-                    target, probability: bool = False, batch_size: int = 4096) -> np.ndarray:
-    """f[i, k] = logit of class ``target[i]`` (its softmax probability with ``probability``)
-    after the first k tokens of ``order[i]`` are replaced by ``reference``; (n, s + 1).
+def deletion_logits(logits: Callable[[torch.Tensor], torch.Tensor], X, order, reference,
+                    batch_size: int = 4096) -> torch.Tensor:
+    """All logits (n, s + 1, c) after the first k = 0 … s tokens of ``order[i]`` are replaced
+    by ``reference`` in image i.
 
     ``logits``: tokens (m, s, d) → logits (m, c). ``X`` (n, s, d); ``order`` (n, s), a
-    permutation of the tokens per image; ``reference`` (d,); ``target`` (n,) class indices.
+    permutation of the tokens per image; ``reference`` (d,).
     """
     X = torch.as_tensor(X)
     n, s, d = X.shape
     order = torch.as_tensor(np.asarray(order), dtype=torch.int64)
-    target = torch.as_tensor(np.asarray(target), dtype=torch.int64)
-    if order.shape != (n, s) or not bool((order.sort(1).values
-                                          == torch.arange(s)).all()):
+    if order.shape != (n, s) or not bool((order.sort(1).values == torch.arange(s)).all()):
         raise ValueError(f"order: expected a permutation of the {s} tokens for each of the "
                          f"{n} images, shape ({n}, {s}), got shape {tuple(order.shape)}")
-    if target.shape != (n,):
-        raise ValueError(f"target: expected ({n},) class indices, got {tuple(target.shape)}")
     reference = torch.as_tensor(reference, dtype=X.dtype).reshape(d)
     # rank[i, t] = step at which token t is deleted; token t is gone after k steps if rank < k
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(s).expand(n, s))
     steps = torch.arange(s + 1)
-    out = np.empty((n, s + 1))
+    parts = []
     per_image = max(1, batch_size // (s + 1))
     with torch.no_grad():
         for start in range(0, n, per_image):
             rows = slice(start, min(start + per_image, n))
             gone = rank[rows, None, :] < steps[None, :, None]  # (r, s+1, s)
             variants = torch.where(gone[..., None], reference, X[rows, None])  # (r,s+1,s,d)
-            f = logits(variants.reshape(-1, s, d)).reshape(gone.shape[0], s + 1, -1)
-            if probability:
-                f = torch.softmax(f, dim=2)
-            out[rows] = f.gather(2, target[rows, None, None].expand(-1, s + 1, 1))[..., 0] \
-                .cpu().double().numpy()
-    return out
+            parts.append(logits(variants.reshape(-1, s, d)).reshape(gone.shape[0], s + 1, -1))
+    return torch.cat(parts)
+
+
+def deletion_curves(logits: Callable[[torch.Tensor], torch.Tensor], X, order, reference,
+                    target, probability: bool = False) -> np.ndarray:
+    """f[i, k] = logit of class ``target[i]`` (its softmax probability with ``probability``)
+    after the first k tokens of ``order[i]`` are replaced by ``reference``; (n, s + 1)."""
+    return target_curves(deletion_logits(logits, X, order, reference), target, probability)
+
+
+def target_curves(outputs: torch.Tensor, target, probability: bool = False) -> np.ndarray:
+    """The ``target[i]`` column of logits (n, k, c), or of their softmax; (n, k)."""
+    target = torch.as_tensor(np.asarray(target), dtype=torch.int64)
+    if target.shape != outputs.shape[:1]:
+        raise ValueError(f"target: expected ({outputs.shape[0]},) class indices, got "
+                         f"{tuple(target.shape)}")
+    if probability:
+        outputs = torch.softmax(outputs, dim=2)
+    index = target[:, None, None].expand(-1, outputs.shape[1], 1)
+    return outputs.gather(2, index)[..., 0].detach().cpu().double().numpy()
 
 
 def gradient_times_input(logits: Callable[[torch.Tensor], torch.Tensor], X, target,

@@ -22,12 +22,12 @@ from ..heads.attention import SelfAttention
 from ..report import write_json
 from .attributions import checked_tokens, fitted, pair_contributions, token_contributions
 from .clusters import token_clusters
-from .faithfulness import (cluster_jaccard, deletion_auc, deletion_curves, foreground_tokens,
-                           gradient_times_input, random_orders, top_k_jaccard)
+from .faithfulness import (cluster_jaccard, deletion_auc, deletion_logits, foreground_tokens,
+                           gradient_times_input, random_orders, target_curves, top_k_jaccard)
 from .figures import explanation_figure, rank_path_figure, save_png, spectrum_figure
 from .structure import block_norms, spectrum
 
-__all__ = ["measure", "write_gallery", "crop_fraction_of", "summarize"]
+__all__ = ["measure", "score_methods", "write_gallery", "crop_fraction_of", "summarize"]
 
 METHODS = ("exact (output)", "exact (source)", "exact (both)", "gradient × input", "random")
 
@@ -69,47 +69,23 @@ def _scores(model, X, target, reference) -> dict[str, np.ndarray]:
 
 def measure(model, X, reference, images=None, grid=None, crop_fraction: float = 1.0,
             max_clusters: int = 6, seed: int = 0) -> dict:
-    """Deletion AUC (lower is better) of every method of :data:`METHODS` for the predicted
-    class, and when ``images`` are given (with the token ``grid``) the foreground Jaccard
-    index of their top-k tokens and of the best cluster (and of the same clusters with their
-    tokens shuffled); means ± standard errors over images.
-
-    The deletion AUC is the area under the predicted class's softmax probability (RISE's
-    measure, in [0, 1] and comparable across models); ``logit_auc_median`` is the median area
-    under the normalized logit curve (the median: when deleting every token barely moves the
-    logit, the normalization divides by nearly zero and single images reach ±10).
-    """
+    """Faithfulness of the exact contributions of a fitted head (every role), gradient ×
+    input and a random order, for the predicted class (:func:`score_methods`); with
+    ``images`` (and the token ``grid``) also the best cluster's foreground Jaccard index, and
+    that of the same clusters with their tokens shuffled (what the best match gives by
+    chance)."""
     model = fitted(model)
     X = checked_tokens(model, X)
-    n, s, _ = X.shape
     with torch.no_grad():
         target = model.logits(X).argmax(1).numpy()
     reference = torch.as_tensor(reference, dtype=X.dtype)
     scores = _scores(model, X, target, reference)
     scores["random"] = None
-    foreground = None
-    if images is not None:
-        foreground = foreground_tokens(images, grid, crop_fraction)
-    result = {"n_images": n, "methods": {}}
-    for name, score in scores.items():
-        if score is None:
-            order = random_orders(n, s, seed)
-            jaccard_score = -np.argsort(order, 1)  # earlier in the order = higher
-        else:
-            order = np.argsort(-score, 1, kind="stable")
-            jaccard_score = score
-        curves = deletion_curves(model.logits, X, order, reference, target, probability=True)
-        logits = deletion_curves(model.logits, X, order, reference, target)
-        normalized = deletion_auc(logits)
-        entry = {"deletion_auc": summarize(deletion_auc(curves, normalize=False)),
-                 "logit_auc_median": float(np.nanmedian(normalized)),
-                 "curve": curves.mean(0).tolist()}
-        if foreground is not None:
-            entry["jaccard"] = summarize(top_k_jaccard(jaccard_score, foreground))
-        result["methods"][name] = entry
+    foreground = None if images is None else foreground_tokens(images, grid, crop_fraction)
+    result = score_methods(model.logits, X, target, scores, reference, foreground, seed)
     if foreground is not None:
-        clusters = token_clusters(model, X, max_clusters=min(max_clusters, s), seed=seed)
-        # the same cluster sizes with the tokens shuffled: what the best match gives by chance
+        clusters = token_clusters(model, X, max_clusters=min(max_clusters, X.shape[1]),
+                                  seed=seed)
         rng = np.random.default_rng(seed)
         shuffled = np.stack([rng.permutation(row) for row in clusters.labels])
         result["clusters"] = {"jaccard": summarize(cluster_jaccard(clusters.labels,
@@ -117,7 +93,45 @@ def measure(model, X, reference, images=None, grid=None, crop_fraction: float = 
                               "random_jaccard": summarize(cluster_jaccard(shuffled,
                                                                           foreground)),
                               "n_clusters": summarize(clusters.n_clusters)}
-        result["foreground_tokens"] = summarize(foreground.sum(1))
+    return result
+
+
+def score_methods(logits, X, target, scores: dict, reference, foreground=None,
+                  seed: int = 0) -> dict:
+    """Deletion and localisation of several explanations of one model.
+
+    ``logits``: tokens (m, s, d) → logits (m, c); ``target`` (n,) the explained class;
+    ``scores``: name → per-token scores (n, s) for that class (higher = more important), or
+    None for a random order from ``seed``; ``foreground`` (n, s) bool or None.
+
+    For each method: the deletion AUC, the area under the target's softmax probability as
+    tokens are replaced by ``reference`` in the method's order (RISE's measure, in [0, 1]
+    and comparable across models; lower is better), mean ± standard error over images;
+    ``logit_auc_median``, the median area under the normalized logit curve (the median:
+    when deleting every token barely moves the logit, the normalization divides by nearly
+    zero and single images reach ±10); the mean probability curve; and with a foreground
+    the Jaccard index of the top-k tokens (k = the foreground's size).
+    """
+    n, s = np.asarray(target).shape[0], X.shape[1]
+    result = {"n_images": n, "methods": {}}
+    if foreground is not None:
+        result["foreground_tokens"] = summarize(np.asarray(foreground).sum(1))
+    for name, score in scores.items():
+        if score is None:
+            order = random_orders(n, s, seed)
+            score = -np.argsort(order, 1).astype(np.float64)  # earlier in the order = higher
+        else:
+            score = np.asarray(score, dtype=np.float64)
+            order = np.argsort(-score, 1, kind="stable")
+        outputs = deletion_logits(logits, X, order, reference)  # (n, s + 1, c)
+        curves = target_curves(outputs, target, probability=True)
+        normalized = deletion_auc(target_curves(outputs, target))
+        entry = {"deletion_auc": summarize(deletion_auc(curves, normalize=False)),
+                 "logit_auc_median": float(np.nanmedian(normalized)),
+                 "curve": curves.mean(0).tolist()}
+        if foreground is not None:
+            entry["jaccard"] = summarize(top_k_jaccard(score, foreground))
+        result["methods"][name] = entry
     return result
 
 
