@@ -14,8 +14,10 @@ For each image, tokens are grouped by what the fitted head itself computes, noth
    - MLP (tokens do not mix): its hidden units D_j[t] x_tᵀ w1_r · ‖w2_r‖.
    Two tokens have the same profile exactly when the head mixes (or, for the MLP, encodes)
    them alike.
-2. Affinity A[a, t] = exp(−‖φ_a − φ_t‖² / σ²) with σ² the median squared distance between the
-   image's tokens (scale free: a head that scales all its weights by 2 clusters alike).
+2. Affinity A[a, t] = exp(−‖φ_a − φ_t‖² / (σ_a σ_t)) with σ_a the distance from token a to
+   its 7th nearest token (self-tuning local scales, Zelnik-Manor and Perona 2004): scale
+   free (a head that scales all its weights by 2 clusters alike), and a small group of
+   tokens far from the rest stays together.
 3. Spectral clustering (Ng, Jordan and Weiss 2002): the normalized affinity D^{-1/2} A D^{-1/2};
    the number of clusters k ∈ [2, ``max_clusters``] at the largest gap between consecutive
    eigenvalues of the normalized Laplacian (the eigengap); the rows of its top-k eigenvectors,
@@ -69,17 +71,25 @@ def token_profiles(model, X, *, memory_budget=None) -> torch.Tensor:
     return out
 
 
-def affinity(profiles: torch.Tensor) -> np.ndarray:
-    """A[a, t] = exp(−‖φ_a − φ_t‖² / σ²), σ² the median off-diagonal squared distance of the
-    image (1 when all profiles coincide); (n, s, F) → (n, s, s) float64."""
+def affinity(profiles: torch.Tensor, neighbours: int = 7) -> np.ndarray:
+    """A[a, t] = exp(−‖φ_a − φ_t‖² / (σ_a σ_t)), σ_a the distance from token a to its
+    ``neighbours``-th nearest token (self-tuning local scales, Zelnik-Manor and Perona 2004:
+    a small group of tokens far from the rest keeps its members together); (n, s, F) → (n, s, s)
+    float64. Scales that are zero (tokens with identical neighbours) count as the smallest
+    positive scale of the image, or 1 when all profiles coincide."""
     P = profiles.detach().to("cpu", torch.float64)
+    n, s, _ = P.shape
     sq = (P * P).sum(2)  # (n, s)
     dist = (sq[:, :, None] + sq[:, None, :] - 2 * P @ P.transpose(1, 2)).clamp_min(0)  # (n,s,s)
-    s = P.shape[1]
-    off = ~torch.eye(s, dtype=torch.bool)
-    scale = dist[:, off].median(1).values if s > 1 else torch.ones(P.shape[0])  # (n,)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.exp(-dist / scale[:, None, None]).numpy()
+    dist = (dist + dist.transpose(1, 2)) / 2
+    dist.diagonal(dim1=1, dim2=2).zero_()
+    k = min(neighbours, s - 1)
+    scale = dist.sort(2).values[:, :, k].sqrt() if k > 0 else torch.ones(n, s)  # (n, s)
+    positive = torch.where(scale > 0, scale, torch.full_like(scale, torch.inf))
+    floor = positive.min(1, keepdim=True).values  # (n, 1)
+    floor = torch.where(torch.isfinite(floor), floor, torch.ones_like(floor))
+    scale = torch.where(scale > 0, scale, floor)
+    return torch.exp(-dist / (scale[:, :, None] * scale[:, None, :])).numpy()
 
 
 def _kmeans(points: np.ndarray, k: int, seed: int, restarts: int = 10,
