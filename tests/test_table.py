@@ -197,7 +197,7 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
         _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
     out = tmp_path / "results"
     argv = ["run", "--root", str(root), "--n-train", "30", "--n-test", "10", "--d", "10",
-            "--val-fraction", "0.34", "--heads", "mlp", "--activations", "linear",
+            "--val-fraction", "0.34", "--heads", "mlp", "fno", "--activations", "linear",
             "--beta", "0.1", "--baselines", "logistic", "--cache", str(tmp_path / "features"),
             "--model-cache", str(tmp_path / "models"), "--out", str(out)]
     assert main(argv) == 0
@@ -205,6 +205,11 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
     assert "| mlp" in printed and "| logistic" in printed and str(out) in printed
     rows = json.loads((out / "table.json").read_text())["rows"]
     assert rows[0]["status"] == "optimal" and rows[0]["gap"] <= 1e-3
+    # the gallery of the best attention-type head (the FNO here): one image per test class
+    assert str(out / "explain" / "index.html") in printed
+    gallery = json.loads((out / "explain" / "explain.json").read_text())
+    assert "FNO" in gallery["model"]["head"] and len(gallery["images"]) == 8
+    assert gallery["faithfulness"]["n_images"] == 10
     cached = [p for p in (tmp_path / "features").iterdir() if p.is_dir()]
     assert len(cached) == 2 and all(load(p).X.shape[1:] == (49, 10) for p in cached)
     with pytest.raises(SystemExit) as exit_info:  # more images than the folder has

@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
          TABLE_DESCRIPTION, TABLE_EPILOG, _table.TableConfig, run_table),
         ("run", "the main job: backbone tokens of Fashion-MNIST, then the comparison table",
          RUN_DESCRIPTION, RUN_EPILOG, _pipeline.RunConfig, run_main),
+        ("explain", "exact explanations of a saved model on cached tokens: figures, "
+         "faithfulness, an HTML gallery", EXPLAIN_DESCRIPTION, EXPLAIN_EPILOG,
+         _pipeline.ExplainConfig, run_explain),
     ]
     for name, summary, description, epilog, config, handler in subcommands:
         sub = commands.add_parser(name, help=summary, description=description, epilog=epilog,
@@ -330,10 +333,12 @@ examples:
 
 
 def _run_table(config, data, description: str, argv: Sequence[str], title: str,
-               start: float) -> int:
-    """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130)."""
+               start: float, fitted: dict | None = None) -> int:
+    """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130).
+    ``fitted`` receives the convex heads' (row, solution) pairs."""
     _progress(description)
-    rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress))
+    rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress,
+                                                  fitted=fitted))
     total = time.perf_counter() - start
     table = format_table(rows, _table.table_columns())
     notes = _table.notes_for(rows)
@@ -399,8 +404,36 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
     start = time.perf_counter()
     config, data = _configured(parser, _pipeline.RunConfig, args, _pipeline.run_features)
     _make_out(parser, config.out)
-    return _run_table(config, data, _describe(data), argv,
-                      f"cvxattn run: {config.dataset}", start)
+    fitted: dict = {}
+    status = _run_table(config, data, _describe(data), argv, f"cvxattn run: {config.dataset}",
+                        start, fitted)
+    if status == 0 and config.gallery:
+        begin = time.perf_counter()
+        page = _pipeline.run_gallery(config, data, fitted)
+        if page is not None:
+            print(f"explanations: {page} ({time.perf_counter() - begin:.1f} s)")
+    return status
+
+
+EXPLAIN_DESCRIPTION = """Explain a model saved by `cvxattn fit` on a token cache and the images it was made from, exactly
+(SPEC.md §7): each token's share of the predicted class's logit (the shares and the intercept
+add up to the logit), what every source token adds to one query token, and the tokens clustered
+by the head's own similarity; the singular values of the blocks (and the block norms of an
+attention head); the faithfulness of the shares (deletion AUC and foreground Jaccard against
+gradient × input and a random order). Writes OUT/index.html (a static page), one figure per
+image, spectrum.png and explain.json."""
+
+EXPLAIN_EPILOG = """examples:
+  cvxattn explain --model models/mlp-gated --features features/fashion-mnist-test-... --out gallery
+  cvxattn explain --model M --features F --images 0 5 17 --faithfulness 0 --out gallery"""
+
+
+def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                argv: Sequence[str]) -> int:
+    """``cvxattn explain``: the gallery of a saved model on cached tokens."""
+    _, page = _configured(parser, _pipeline.ExplainConfig, args, _pipeline.explain_features)
+    print(f"explanations: {page}")
+    return 0
 
 
 def _make_out(parser: argparse.ArgumentParser, out: Path) -> None:

@@ -26,7 +26,8 @@ from .table import ProtocolConfig
 from .table import prepare as prepare_table
 
 __all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features", "FitConfig",
-           "fit_features", "RunConfig", "run_features", "RUN_TRAIN", "RUN_TEST", "RUN_D"]
+           "fit_features", "RunConfig", "run_features", "RUN_TRAIN", "RUN_TEST", "RUN_D",
+           "cache_images", "ExplainConfig", "explain_features", "run_gallery"]
 
 # The main job's default: a seeded subset sized so that `cvxattn run` ends within 15 minutes
 # on a 2-core CPU (docs in README.md); --full uses all images.
@@ -53,6 +54,36 @@ def load_images(dataset: str, split: str = "train", root: Path | None = None) ->
     if dataset.startswith("samples-") and dataset[len("samples-"):] in SAMPLE_SETS:
         return load_samples(dataset[len("samples-"):])
     raise ValueError(f"dataset: expected one of {DATASETS}, got {dataset!r}")
+
+
+def cache_images(tokens: TokenSet) -> list[np.ndarray]:
+    """The images a token cache was made from, in the cache's order, read again from the data
+    set its manifest names; a ValueError when they are no longer there or no longer match
+    (another number of images, or other labels at the cached positions)."""
+    try:
+        source = tokens.manifest["request"]["dataset"]
+        name, split, root = source["name"], source["split"], source.get("source")
+        count = int(source["n_images"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("features: expected a manifest that names its data set, got one "
+                         "without (a cache not written by cvxattn features?)") from None
+    if name == "fashion-mnist":
+        images = load_fashion_mnist(split, root)
+    elif name == "cifar100":
+        images = load_cifar100(root, split)
+    elif name == "folder":
+        images = load_image_folder(root)
+    elif name.startswith("foolbox-"):
+        images = load_samples(name[len("foolbox-"):])
+    else:
+        raise ValueError(f"features: expected a cache of a known data set, got {name!r}")
+    if len(images) != count or not np.array_equal(images.labels[tokens.indices], tokens.y):
+        raise ValueError(f"features: the images of {name} {split} at {root} no longer match "
+                         "the cache (other images or labels); extract the tokens again")
+    chosen = images.images
+    if isinstance(chosen, np.ndarray):
+        return list(chosen[tokens.indices])
+    return [chosen[i] for i in tokens.indices.tolist()]
 
 
 def _meta(text: str, **kw) -> dict:
@@ -168,6 +199,78 @@ def fit_features(config: FitConfig):
     return solution, accuracy, save_solution(solution, config.out)
 
 
+@dataclass(frozen=True)
+class ExplainConfig:
+    """What ``cvxattn explain`` explains; its options are derived from these fields."""
+
+    model: Path = field(metadata=_meta(
+        "a model saved by `cvxattn fit` (OUT, OUT.json or OUT.safetensors)", metavar="MODEL"))
+    features: Path = field(metadata=_meta(
+        "token cache of the images to explain (a folder written by `cvxattn features`, with "
+        "the model's tokens and classes)", metavar="DIR"))
+    out: Path = field(metadata=_meta(
+        "folder for the gallery: index.html, a figure per image, spectrum.png, explain.json",
+        metavar="DIR"))
+    images: tuple[int, ...] | None = field(default=None, metadata=_meta(
+        "positions in the cache of the images to draw (default: the first 8)", metavar="I"))
+    faithfulness: int = field(default=200, metadata=_meta(
+        "measure deletion and foreground overlap on the first N images of the cache (0: "
+        "skip)", metavar="N"))
+    max_clusters: int = field(default=6, metadata=_meta(
+        "most token clusters per image (the eigengap picks the number)", metavar="K"))
+    seed: int = field(default=0, metadata=_meta("seed of the clustering and random orders"))
+
+    def __post_init__(self):
+        for name in ("model", "features", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: expected a directory, got the file {str(self.out)!r}")
+        if not self.features.is_dir():
+            raise ValueError(f"features: expected a token cache folder, got {str(self.features)!r}")
+        if self.images is not None:
+            if not self.images or not all(isinstance(i, Integral) and not isinstance(i, bool)
+                                          and i >= 0 for i in self.images):
+                raise ValueError(f"images: expected positions ≥ 0 in the cache, got "
+                                 f"{self.images!r}")
+        for name, low in (("faithfulness", 0), ("max_clusters", 2), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: expected an integer ≥ {low}, got {value!r}")
+
+
+def explain_features(config: ExplainConfig) -> Path:
+    """Explain a saved model on cached tokens and their images; returns the gallery's page.
+
+    The deletion reference is the mean token of the cache (the model was fitted on the raw
+    cached tokens by `cvxattn fit`)."""
+    from .explain import measure, write_gallery
+    from .explain.gallery import crop_fraction_of
+    from .io import load_model
+
+    model = load_model(config.model)
+    tokens = load(config.features)
+    s, d, c = model.head.dims
+    if (tokens.s, tokens.d) != (s, d) or len(tokens.classes) != c:
+        raise ValueError(f"features: expected tokens (n, {s}, {d}) of {c} classes for the "
+                         f"model {model.head!r}, got ({tokens.n}, {tokens.s}, {tokens.d}) of "
+                         f"{len(tokens.classes)} classes")
+    indices = list(range(min(8, tokens.n))) if config.images is None else list(config.images)
+    if max(indices) >= tokens.n:
+        raise ValueError(f"images: expected positions in [0, {tokens.n}) of the cache, got "
+                         f"{[i for i in indices if i >= tokens.n]}")
+    images = cache_images(tokens)
+    crop = crop_fraction_of(tokens.manifest)
+    numbers = None
+    if config.faithfulness:
+        k = min(config.faithfulness, tokens.n)
+        numbers = measure(model, tokens.X[:k], tokens.X.reshape(-1, d).mean(0), images[:k],
+                          tokens.grid, crop, min(config.max_clusters, s), config.seed)
+    return write_gallery(config.out, model, tokens.X, images, tokens.y, tokens.classes,
+                         tokens.grid, indices, crop, min(config.max_clusters, s), config.seed,
+                         numbers, title=f"cvxattn explain: {config.model.name} on "
+                                        f"{config.features.name}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(ProtocolConfig):
     """What ``cvxattn run`` does: the features of a seeded subset, then the table."""
@@ -192,9 +295,19 @@ class RunConfig(ProtocolConfig):
         "folder of token caches (reused when the request matches)", metavar="DIR"))
     model_cache: Path | None = field(default=None, metadata=_meta(
         "folder for the exported ONNX model (default: ~/.cache/cvxattn)", metavar="DIR"))
+    gallery: int = field(default=8, metadata=_meta(
+        "test images drawn in the explanation gallery of the best attention-type head "
+        "(OUT/explain/; 0: no gallery)", metavar="N"))
+    faithfulness: int = field(default=200, metadata=_meta(
+        "test images on which the gallery measures deletion and foreground overlap",
+        metavar="N"))
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("gallery", "faithfulness"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: expected an integer ≥ 0, got {value!r}")
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
             if not is_count(value):
@@ -221,3 +334,47 @@ def run_features(config: RunConfig):
                 message = f"n_{split}:" + message[2:]
             raise ValueError(message) from None
     return prepare_table(config, tokens["train"], tokens["test"])
+
+
+ATTENTION_TYPE = ("attention", "mixer", "fno", "bfno")  # the paper's attention-type heads
+
+
+def run_gallery(config: RunConfig, data, fitted: dict) -> Path | None:
+    """The explanation gallery of the best attention-type head (highest validation accuracy,
+    then test order) among ``fitted`` {(head, activation): (row, solution)}, on the test
+    images: one figure per class for the first ``config.gallery`` classes, and the
+    faithfulness numbers on the first ``config.faithfulness`` test images. Written to
+    ``config.out / "explain"``; None when no attention-type head was fitted."""
+    from .explain import measure, write_gallery
+    from .explain.gallery import crop_fraction_of
+
+    candidates = [(row.get("val_acc") or 0.0, row["test_acc"], key) for key, (row, _) in
+                  fitted.items() if key[0] in ATTENTION_TYPE]
+    if not candidates or not config.gallery:
+        return None
+    *_, key = max(candidates)
+    row, solution = fitted[key]
+    test, _ = extract_features(config.features("test"), progress=False)
+    images = cache_images(test)
+    crop = crop_fraction_of(test.manifest)
+    first = {}
+    for i, label in enumerate(data.y_test.tolist()):
+        first.setdefault(label, i)
+    indices = [first[k] for k in sorted(first)][:config.gallery]
+    numbers = None
+    if config.faithfulness:
+        k = min(config.faithfulness, len(data.y_test))
+        reference = data.X_train.reshape(-1, data.X_train.shape[2]).mean(0)
+        numbers = measure(solution, data.X_test[:k], reference, images[:k], data.grid, crop,
+                          seed=config.seed)
+    path = [{"beta": b, "heads": h} for b, h in row.get("path", [])]
+    return write_gallery(config.out / "explain", solution, data.X_test, images, data.y_test,
+                         data.classes, data.grid, indices, crop, seed=config.seed,
+                         numbers=numbers, path=path or None,
+                         title=f"{key[0]} {key[1]}: the best attention-type head of the table "
+                               f"(validation accuracy {100 * (row.get('val_acc') or 0):.2f} %)",
+                         notes=[f"β = {row['beta']:g}, certified relative gap "
+                                f"{row['gap']:.1e} ({row['status']}), {row['heads']} heads, "
+                                f"test accuracy {100 * row['test_acc']:.2f} %; tokens "
+                                "standardized with the training statistics, deletion reference "
+                                "the training-mean token."])

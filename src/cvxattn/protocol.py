@@ -139,11 +139,11 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
     The row holds β (and the validation accuracy when it was picked), train and test
     accuracy, the certificate (objective, lower bound, relative gap, status, how the spectral
     norms were computed), the heads and parameters of the equivalent network, iterations,
-    seconds of the final solve and of the β path, the solver's notes, and the final solve's
-    history as (seconds, gap) pairs. ``dtype``: the arithmetic of the solves.
+    seconds of the final solve and of the β path, the solver's notes, the final solve's
+    history as (seconds, gap) pairs, and the path as (β, heads) pairs (empty for one β). ``dtype``: the arithmetic of the solves.
     """
     betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
-    init, notes, val_acc, select_seconds = None, [], None, None
+    init, notes, val_acc, select_seconds, path = None, [], None, None, []
     beta = betas[0]
     if len(betas) > 1:
         if data.fit_mask is None:
@@ -151,12 +151,14 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
         start = time.perf_counter()
         fit, val = data.fit_mask, ~data.fit_mask
         scores = []  # (validation accuracy, β, solution)
+        path = []  # (β, heads) of the path solutions on the fit part
         for b in betas:
             problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=b,
                               n_classes=n_classes, dtype=dtype)
             init, messages = solve_recorded(problem, select_tol, max_iter, init, method)
             notes += [f"β path {b:g}: {m}" for m in messages]
             scores.append((accuracy(init, data.X_train[val], data.y_train[val]), b, init))
+            path.append([b, init.n_heads])
         val_acc, beta, init = max(scores, key=lambda t: (t[0], t[1]))  # ties: larger β
         select_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -174,5 +176,6 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
         "iterations": solution.n_iter, "certificate": solution.certificate,
         "seconds": seconds, "select_seconds": select_seconds, "notes": notes + messages,
         "history": [[c.seconds, c.gap] for c in solution.history],
+        "path": path,
     }
     return row, solution

@@ -155,37 +155,31 @@ def environment(command: str | None = None,
 
 # ------------------------------------------------------------------------------ figures
 def _figure_bytes(figure) -> bytes:
-    """A matplotlib figure as PNG bytes (closed afterwards)."""
-    import matplotlib.pyplot as plt
-
+    """A matplotlib figure as PNG bytes."""
     buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A figure of matplotlib's object API: no pyplot, so the user's backend and pyplot's
+    global state are left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only; no display is needed or used
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
                   title: str = "test accuracy") -> Path:
     """Horizontal bars of every row's test accuracy (%), labelled "head activation (fitted
     by)", best on top; written atomically as PNG."""
-    plt = _pyplot()
     shown = sorted((r for r in rows if r.get("test_acc") is not None),
                    key=lambda r: r["test_acc"])
     labels = [" ".join(str(r[k]) for k in ("head", "activation") if r.get(k))
               + f" ({r.get('fitted_by', '')})" for r in shown]
     colors = {"cvxattn": "tab:blue", "AdamW": "tab:orange", "scikit-learn": "tab:green"}
-    figure, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
+    figure = _figure(7, 0.3 * len(shown) + 1.2)
+    ax = figure.subplots()
     values = [100 * r["test_acc"] for r in shown]
     ax.barh(range(len(shown)), values,
             color=[colors.get(r.get("fitted_by"), "tab:gray") for r in shown])
@@ -203,8 +197,8 @@ def plot_gaps(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
               title: str = "certified relative duality gap of each final solve") -> Path:
     """The relative duality gap (log scale) against seconds of every row with a ``history``
     of (seconds, gap) pairs; written atomically as PNG."""
-    plt = _pyplot()
-    figure, ax = plt.subplots(figsize=(7, 4.5))
+    figure = _figure(7, 4.5)
+    ax = figure.subplots()
     for r in rows:
         history = [(t, g) for t, g in (r.get("history") or []) if g > 0 and math.isfinite(g)]
         if history:

@@ -329,8 +329,11 @@ def fit_network(config: ProtocolConfig, data: TableData, convex: dict, solution)
 
 
 def iter_rows(config: ProtocolConfig, data: TableData,
-              progress: Callable[[str], None] | None = None) -> Iterator[dict]:
-    """Fit every convex head (and its network), then the baselines; yield rows as they end."""
+              progress: Callable[[str], None] | None = None,
+              fitted: dict | None = None) -> Iterator[dict]:
+    """Fit every convex head (and its network), then the baselines; yield rows as they end.
+    ``fitted``: a dict that receives {(head, activation): (row, solution)} of every convex
+    head, for what comes after the table (the explanation gallery)."""
     say = progress or (lambda message: None)
     jobs = [(h, a) for h in config.heads for a in config.activations]
     threads = torch.get_num_threads()
@@ -341,12 +344,14 @@ def iter_rows(config: ProtocolConfig, data: TableData,
             gated = activation == "gated"
             head = create(name, activation, config.n_gates[name], config.seed, data.grid,
                           config.bfno_groups)
-            fitted, solution = fit_convex(head, data, config.beta, config.tol,
+            values, solution = fit_convex(head, data, config.beta, config.tol,
                                           config.select_tol, config.max_iter, config.method,
                                           n_classes=data.n_classes,
                                           dtype=DTYPES[config.dtype])
             row = _row(name, activation, "cvxattn",
-                       gates=config.n_gates[name] if gated else None, **fitted)
+                       gates=config.n_gates[name] if gated else None, **values)
+            if fitted is not None:
+                fitted[name, activation] = (row, solution)
             say(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} test acc "
                 f"{100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} ({row['status']})  "
                 f"{row['heads']} heads  {row['seconds']:.1f}s (+{row['select_seconds'] or 0:.1f}"
