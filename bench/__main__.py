@@ -3,9 +3,10 @@
 Suites (docs/performance.md): ``cvxpy`` (against CVXPY with SCS and Clarabel), ``adamw``
 (against Adam from random initialization on the same objective), ``sklearn`` (the linear MLP
 head against LogisticRegression), ``scale`` (the paper's size, in data passes), ``roofline``
-(achieved float32 throughput against a square matmul). Each prints a table of ratios against
-a peer measured in the same run and writes every raw number, the configuration and the
-environment (versions, CPUs, threads, command line, date) to the JSON file.
+(achieved float32 throughput against a square matmul), ``explain`` (faithfulness of the exact
+explanations against a softmax-attention head's; docs/explain.md). Each prints a table of
+ratios against a peer measured in the same run and writes every raw number, the configuration
+and the environment (versions, CPUs, threads, command line, date) to the JSON file.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import time
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import adam, ladder, logreg, roofline, scale
+from . import adam, explain, ladder, logreg, roofline, scale
 from .common import write_results
 
 SUITES = {"cvxpy": ladder, "adamw": adam, "sklearn": logreg, "scale": scale,
-          "roofline": roofline}
+          "roofline": roofline, "explain": explain}
 
 
 def build_parser() -> argparse.ArgumentParser:

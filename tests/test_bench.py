@@ -23,6 +23,7 @@ QUICK = {
     "sklearn": [],
     "scale": ["--heads", "fno-gated", "--n", "200"],
     "roofline": ["--heads", "mlp-linear", "attention-gated", "fno-gated"],
+    "explain": [],
 }
 # keys every row of a suite carries (besides "ratios")
 ROW_KEYS = {
@@ -34,6 +35,8 @@ ROW_KEYS = {
     "scale": {"program", "n", "seconds", "status", "gap", "n_heads", "pass_seconds",
               "memory_mib", "failure"},
     "roofline": {"program", "flops", "seconds", "gflops", "fft_not_counted"},
+    "explain": {"model", "kind", "val_acc", "test_acc", "eval_acc", "fit_seconds",
+                "measure_seconds", "faithfulness"},
 }
 
 
@@ -61,6 +64,39 @@ def test_quick_suite_writes_ratios_and_raw_numbers(suite, tmp_path, capsys):
     for row in rows:
         assert ROW_KEYS[suite] <= set(row), ROW_KEYS[suite] - set(row)
         assert row["ratios"] and all(_positive(v) for v in row["ratios"].values()), row["ratios"]
+
+
+def test_explain_compares_exact_contributions_with_the_softmax_head(tmp_path):
+    """The best attention-type head's exact contributions against every explanation of the
+    softmax baseline, the rollout check, the β path and the two figures."""
+    path = tmp_path / "explain.json"
+    main(["explain", "--quick", "--json", str(path), "--figures", str(tmp_path / "fig")])
+    result = json.loads(path.read_text())
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"attention-linear", "mlp-gated", "attention (softmax)"}
+    assert set(rows["mlp-gated"]["faithfulness"]["methods"]) == {
+        "exact (output)", "exact (source)", "exact (both)", "gradient × input", "random"}
+    softmax = rows["attention (softmax)"]
+    assert set(softmax["faithfulness"]["methods"]) == {
+        "attention map", "attention rollout", "gradient × input", "random"}
+    # one layer without a residual: rollout is an increasing affine map of the attention map
+    assert softmax["rollout_check"]["rollout_same_order_fraction"] == 1.0
+    assert softmax["rollout_check"]["rollout_minus_affine_max_abs"] < 1e-6
+    for entry in softmax["faithfulness"]["methods"].values():
+        assert 0 <= entry["deletion_auc"]["mean"] <= 1 and "jaccard" not in entry  # no images
+    best = result["summary"]["best"]
+    assert best["model"] == "attention-linear"  # the only attention-type head fitted
+    ours = rows["attention-linear"]["faithfulness"]["methods"]["exact (both)"]
+    for name, comparison in best["softmax"].items():
+        theirs = softmax["faithfulness"]["methods"][name]["deletion_auc"]["mean"]
+        assert comparison["ratio"] == pytest.approx(ours["deletion_auc"]["mean"] / theirs)
+    assert best["goal"]["deletion_below_every_softmax_method"] == (best["worst_ratio"] < 1)
+    assert best["goal"]["jaccard_above_random"] is None and best["goal"]["met"] is None
+    steps = result["summary"]["path"]["path"]
+    assert [p["beta"] for p in steps] == [0.1, 0.01]
+    assert all(p["heads"] == sum(p["ranks"]) for p in steps)
+    for name in ("spectrum.png", "rank-path.png"):
+        assert (tmp_path / "fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cvxpy_rows_record_the_ladder_and_both_methods(tmp_path):
