@@ -23,14 +23,14 @@ class each model predicts (``cvxattn.explain.faithfulness``):
   (k = the foreground's size), and for the convex heads the best token cluster's Jaccard
   against the same clusters with their tokens shuffled.
 
-Explanations: the convex heads' exact token contributions (output, source and both roles),
+Explanations: the convex heads' exact token contributions (Shapley, output and source roles),
 gradient × input and a random order; for the softmax head the attention map (attention
 received, averaged over heads and queries), attention rollout (one layer, no residual:
 ½(Ā + I), whose received attention is ½ · the attention map + 1/(2s), so its order is the
 attention map's — computed anyway and checked), gradient × input and a random order.
 
 Summary: the best convex attention-type head (attention, Mixer, FNO, B-FNO; highest
-validation accuracy): its "exact (both)" deletion AUC divided by each softmax explanation's
+validation accuracy): its "exact (Shapley)" deletion AUC divided by each softmax explanation's
 (< 1: ours is more faithful), its Jaccard against random, and a warm-started β path on the
 training set (ranks of the optimum); ``--figures DIR`` writes rank-path.png and spectrum.png.
 """
@@ -45,14 +45,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvxattn.explain.gallery import METHODS
+
 from .common import (Column, bfno_groups, check_positive, fill_defaults, fmt_ratio,
                      parse_programs, planted_data, print_table, ratio)
 
 ATTENTION_TYPE = ("attention", "mixer", "fno", "bfno")
-CONVEX_METHODS = ("exact (output)", "exact (source)", "exact (both)", "gradient × input",
-                  "random")
+CONVEX_METHODS = METHODS  # exact (Shapley, output, source), gradient × input, random
 SOFTMAX_METHODS = ("attention map", "attention rollout", "gradient × input", "random")
-OURS = "exact (both)"
+OURS = "exact (Shapley)"
 SOFTMAX = "attention (softmax)"
 
 

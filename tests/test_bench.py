@@ -75,7 +75,7 @@ def test_explain_compares_exact_contributions_with_the_softmax_head(tmp_path):
     rows = {row["model"]: row for row in result["rows"]}
     assert set(rows) == {"attention-linear", "mlp-gated", "attention (softmax)"}
     assert set(rows["mlp-gated"]["faithfulness"]["methods"]) == {
-        "exact (output)", "exact (source)", "exact (both)", "gradient × input", "random"}
+        "exact (Shapley)", "exact (output)", "exact (source)", "gradient × input", "random"}
     softmax = rows["attention (softmax)"]
     assert set(softmax["faithfulness"]["methods"]) == {
         "attention map", "attention rollout", "gradient × input", "random"}
@@ -86,7 +86,7 @@ def test_explain_compares_exact_contributions_with_the_softmax_head(tmp_path):
         assert 0 <= entry["deletion_auc"]["mean"] <= 1 and "jaccard" not in entry  # no images
     best = result["summary"]["best"]
     assert best["model"] == "attention-linear"  # the only attention-type head fitted
-    ours = rows["attention-linear"]["faithfulness"]["methods"]["exact (both)"]
+    ours = rows["attention-linear"]["faithfulness"]["methods"]["exact (Shapley)"]
     for name, comparison in best["softmax"].items():
         theirs = softmax["faithfulness"]["methods"][name]["deletion_auc"]["mean"]
         assert comparison["ratio"] == pytest.approx(ours["deletion_auc"]["mean"] / theirs)

@@ -45,10 +45,10 @@ def test_the_network_and_a_saved_model_give_the_same_numbers(solution, tmp_path)
     network = solution.to_network()
     save_solution(solution, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
-    expected_T = token_contributions(solution, X, "both")
+    expected_T = token_contributions(solution, X, "shapley")
     expected_P = pair_contributions(solution, X)
     for other in (network, loaded):
-        torch.testing.assert_close(token_contributions(other, X, "both"), expected_T,
+        torch.testing.assert_close(token_contributions(other, X, "shapley"), expected_T,
                                    atol=ATOL, rtol=0)
         torch.testing.assert_close(pair_contributions(other, X), expected_P, atol=ATOL, rtol=0)
     with torch.no_grad():
@@ -102,3 +102,39 @@ def test_bad_input_is_refused_by_name():
         token_contributions(solution, tokens(1), role="key")
     with pytest.raises(TypeError, match="model: expected a cvxattn.Solution"):
         token_contributions(object(), tokens(1))
+
+
+def shapley_values(logit, s):
+    """Each token's Shapley value of ``logit(kept)`` (kept: a tuple of booleans), by the
+    subset formula φ_t = Σ_{S ∌ t} |S|! (s − |S| − 1)! / s! · (v(S ∪ t) − v(S))."""
+    from itertools import product
+    from math import factorial
+
+    values = {kept: logit(kept) for kept in product((False, True), repeat=s)}
+    phi = np.zeros(s)
+    for kept, value in values.items():
+        size = sum(kept)
+        for t in range(s):
+            if not kept[t]:
+                weight = factorial(size) * factorial(s - size - 1) / factorial(s)
+                phi[t] += weight * (values[kept[:t] + (True,) + kept[t + 1:]] - value)
+    return phi
+
+
+@pytest.mark.parametrize("head", [ca.heads.SelfAttention(), ca.heads.Mixer(),
+                                  ca.heads.FNO(grid=(2, 3)), ca.heads.BlockFNO(groups=2,
+                                                                               grid=(2, 3))],
+                         ids=["attention", "mixer", "fno", "bfno"])
+def test_the_shapley_role_is_each_tokens_shapley_value_for_zero_reference_tokens(head):
+    """For a linear head, with missing tokens set to zero, brute force over all 2^s subsets."""
+    s, d, c = 6, 4, 6
+    X = tokens(0, n=12, s=s, d=d)
+    solution = ca.solve(ca.Problem(head, X, labels(0, n=12, c=c), beta=0.05), tol=1e-6)
+    x = tokens(7, n=1, s=s, d=d)
+    shares = token_contributions(solution, x, "shapley")[0] / s  # (s, c): Σ_t + b = logits
+
+    def logit(kept):
+        kept = torch.tensor(kept, dtype=torch.float64)[None, :, None]
+        return solution.decision_function(x * kept)[0, 2].item()
+
+    np.testing.assert_allclose(shares[:, 2].numpy(), shapley_values(logit, s), atol=1e-12)

@@ -89,7 +89,7 @@ def test_explain_command_writes_a_gallery_that_opens(cache, model, tmp_path, cap
         assert sum(item["share"]) + item["intercept"] == pytest.approx(float(row[k]), abs=1e-9)
         assert len(item["clusters"]) == 16
     methods = doc["faithfulness"]["methods"]
-    assert set(methods) == {"exact (output)", "exact (source)", "exact (both)",
+    assert set(methods) == {"exact (Shapley)", "exact (output)", "exact (source)",
                             "gradient × input", "random"}
     assert all(0 <= m["deletion_auc"]["mean"] <= 1 for m in methods.values())
 

@@ -8,8 +8,14 @@ not gradients or approximations:
 - pair contributions C[a, t, k] (n, s, s, c): what source (key) token t adds to the output of
   token a, with Σ_t C[a, t] = O[a] exactly;
 - ``role="source"``: Σ_a C[a, t, k], what token t adds as a source to every output;
-- ``role="both"``: the mean of the two, each pair's term split evenly between its two tokens
-  (for a linear head and a zero reference token this is the Shapley value of each token).
+- ``role="shapley"``: each pair's term given to the tokens it is a product of: for attention,
+  C[a, t] = (1/s) M[a,t] x_aᵀ(Σ x_t[k] x_t[l] Z^{(k,l)}) is linear in the receiving token
+  x_a too, so it is split evenly between a and t (½ (output + source)); for the Mixer, FNO,
+  B-FNO and MLP the receiving token enters C[a, t] only through a gate, so the whole term is
+  t's (the source role). When a missing token is a zero token and the gates are held fixed,
+  the logit of a set S of tokens is b + Σ_{a,t ∈ S} C[a, t] (attention) or b + Σ_{t ∈ S} Σ_a
+  C[a, t] (the others), and this is exactly each token's Shapley value. The training-mean
+  token of standardized tokens is zero, so it is the share that predicts deletion.
 
 In every role, the mean over tokens plus the intercept is the logit: (1/s) Σ_t T[t] + b = p.
 
@@ -45,7 +51,7 @@ from ..solvers.solution import RANK_RTOL, FittedBlocks
 
 __all__ = ["Fitted", "fitted", "token_contributions", "pair_contributions", "ROLES"]
 
-ROLES = ("output", "source", "both")
+ROLES = ("output", "source", "shapley")
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,9 @@ def token_contributions(model, X, role: str = "output", *, memory_budget=None
     """T (n, s, c) with (1/s) Σ_t T[:, t] + b = the logits (n, c), exactly.
 
     ``role``: ``"output"`` T[t] = O[t], the output of token t (a query); ``"source"`` T[t] =
-    Σ_a C[a, t], what t adds as a source (a key) to every output; ``"both"``, their mean.
+    Σ_a C[a, t], what t adds as a source (a key) to every output; ``"shapley"``, each pair
+    term shared by the tokens it is a product of (module docstring): ½ (output + source)
+    for attention, the source role for the other heads.
     """
     if role not in ROLES:
         raise ValueError(f"role: expected one of {ROLES}, got {role!r}")
@@ -200,5 +208,7 @@ def token_contributions(model, X, role: str = "output", *, memory_budget=None
                 continue
             C = _pairs(model, X[rows])  # (rows, a, t, c)
             source = C.sum(1)  # (rows, t, c)
-            out[rows] = source if role == "source" else 0.5 * (source + C.sum(2))
+            if role == "shapley" and head.pairs_read_receiver:
+                source = 0.5 * (source + C.sum(2))  # C.sum(2) = O, the output role
+            out[rows] = source
     return out

@@ -3,10 +3,13 @@
 - Deletion (Petsiuk et al., RISE, 2018): replace the tokens of an image one at a time, in the
   order an explanation ranks them (most positive contribution to the predicted class first), by
   a reference token (the training-mean token), and re-evaluate that class's logit after each
-  step: a curve f(0), …, f(s). It is normalized per image to start at 1 and end at 0,
-  (f(k) − f(s)) / (f(0) − f(s)), so that different models compare, and its area (trapezoid
-  over k/s ∈ [0, 1]) is the deletion AUC: lower is better (the logit falls faster when the
-  tokens the explanation calls important go first).
+  step: a curve f(0), …, f(s). The deletion AUC is the area (trapezoid over k/s ∈ [0, 1])
+  under the class's softmax probability, RISE's measure: lower is better (the class loses
+  its probability faster when the tokens the explanation calls important go first). Across
+  models it also reflects how confident each model is, so compare it with each model's own
+  random order too. The logit curve can be normalized per image to start at 1 and end at 0,
+  (f(k) − f(s)) / (f(0) − f(s)); that area is robust only as a median (the normalization
+  divides by nearly zero when deleting every token barely moves the logit).
 - Localisation: where objects lie on a plain background (Fashion-MNIST), the pixels above a
   threshold pooled to the token grid are a free ground-truth mask; the Jaccard index of the
   top-k attributed tokens (k = the mask's size) with it, and for clusters the best-matching

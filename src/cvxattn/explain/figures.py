@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_atomic
+from ..solvers.solution import RANK_RTOL
 from .faithfulness import backbone_view
 
 __all__ = ["explanation_figure", "spectrum_figure", "rank_path_figure", "save_png",
@@ -139,13 +140,13 @@ def spectrum_figure(sigma: np.ndarray, norms: np.ndarray | None = None,
     ax = axes[0] if norms is not None else axes
     top = sigma.max() if sigma.size else 0.0
     for g, row in enumerate(sigma):
-        kept = row[row > 1e-10 * top] if top > 0 else row[:0]
+        kept = row[row > RANK_RTOL * top] if top > 0 else row[:0]
         ax.plot(np.arange(1, len(kept) + 1), kept, marker="o", markersize=3, linewidth=1,
                 label=f"block {g}" if len(sigma) <= 10 else None)
     ax.set_yscale("log")
     ax.set_xlabel("index i")
     ax.set_ylabel("σ_i(Z_g)")
-    ranks = [(row > 1e-10 * top).sum() for row in sigma] if top > 0 else [0] * len(sigma)
+    ranks = [(row > RANK_RTOL * top).sum() for row in sigma] if top > 0 else [0] * len(sigma)
     ax.set_title(f"singular values of the blocks (ranks {', '.join(map(str, ranks[:8]))}"
                  f"{', …' if len(ranks) > 8 else ''})", fontsize=9)
     if 1 < len(sigma) <= 10:

@@ -29,7 +29,7 @@ from .structure import block_norms, spectrum
 
 __all__ = ["measure", "score_methods", "write_gallery", "crop_fraction_of", "summarize"]
 
-METHODS = ("exact (output)", "exact (source)", "exact (both)", "gradient × input", "random")
+METHODS = ("exact (Shapley)", "exact (output)", "exact (source)", "gradient × input", "random")
 
 
 def crop_fraction_of(manifest: dict | None) -> float:
@@ -60,9 +60,10 @@ def _scores(model, X, target, reference) -> dict[str, np.ndarray]:
     n, s, _ = X.shape
     rows = torch.arange(n)
     out = {}
-    for role in ("output", "source", "both"):
+    for role in ("shapley", "output", "source"):
         T = token_contributions(model, X, role)  # (n, s, c)
-        out[f"exact ({role})"] = T[rows, :, torch.as_tensor(target)].double().numpy()
+        name = "Shapley" if role == "shapley" else role
+        out[f"exact ({name})"] = T[rows, :, torch.as_tensor(target)].double().numpy()
     out["gradient × input"] = gradient_times_input(model.logits, X, target, reference)
     return out
 
@@ -70,7 +71,10 @@ def _scores(model, X, target, reference) -> dict[str, np.ndarray]:
 def measure(model, X, reference, images=None, grid=None, crop_fraction: float = 1.0,
             max_clusters: int = 6, seed: int = 0) -> dict:
     """Faithfulness of the exact contributions of a fitted head (every role), gradient ×
-    input and a random order, for the predicted class (:func:`score_methods`); with
+    input and a random order, for the predicted class (:func:`score_methods`). With a zero
+    reference (the training-mean token of standardized tokens), gradient × input equals the
+    source role exactly for every head that is linear in X at fixed gates (all but
+    attention): not an independent explanation there, but a check. With
     ``images`` (and the token ``grid``) also the best cluster's foreground Jaccard index, and
     that of the same clusters with their tokens shuffled (what the best match gives by
     chance)."""
@@ -200,7 +204,7 @@ def write_gallery(out: str | os.PathLike, model, X, images: Sequence[np.ndarray]
     with torch.no_grad():
         logits = model_view.logits(chosen)  # (k, c)
     predicted = logits.argmax(1)
-    T = token_contributions(model_view, chosen, "both")  # (k, s, c)
+    T = token_contributions(model_view, chosen, "shapley")  # (k, s, c)
     C = pair_contributions(model_view, chosen)  # (k, s, s, c)
     clusters = token_clusters(model_view, chosen, max_clusters=min(max_clusters, s), seed=seed)
     items = []

@@ -70,12 +70,15 @@ def block_norms(model) -> torch.Tensor:
 
 
 def rank_path(solutions: Sequence) -> list[dict]:
-    """Each solution's β, the rank of every block, Σ_g rank (the heads) and the spectrum, in
-    the order given (a warm-started path solves from large β to small)."""
+    """Each solution's β, the rank of every block, Σ_g rank (the heads) and the nonzero
+    singular values of every block, in the order given (a warm-started path solves from
+    large β to small)."""
     out = []
     for solution in solutions:
         sigma = spectrum(solution)
-        out.append({"beta": float(solution.problem.beta), "ranks": ranks(sigma).tolist(),
-                    "heads": int(ranks(sigma).sum()), "spectrum": sigma.tolist(),
+        rank = ranks(sigma)
+        out.append({"beta": float(solution.problem.beta), "ranks": rank.tolist(),
+                    "heads": int(rank.sum()),
+                    "spectrum": [row[:r].tolist() for row, r in zip(sigma, rank.tolist())],
                     "gap": float(solution.gap), "status": solution.status})
     return out

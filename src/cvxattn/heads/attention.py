@@ -34,6 +34,7 @@ class SelfAttention(Head):
 
     name = "attention"
     default_n_gates = 5
+    pairs_read_receiver = True
 
     def gate_shape(self):
         return (-1, self.d, self.d)

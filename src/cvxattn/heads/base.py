@@ -72,6 +72,9 @@ class Head:
     default_n_gates: ClassVar[int] = 5
     # the pooled design Φ has one row per block row (P = p): the network can run on it
     network_design: ClassVar[bool] = False
+    # a pair term C[a, t] is linear in the receiving token x_a as well as in the source x_t
+    # (attention: x_aᵀ(…)); elsewhere x_a enters only through a gate (SPEC.md §7)
+    pairs_read_receiver: ClassVar[bool] = False
 
     def __init__(self, activation: str = "linear", n_gates: int | None = None, gates=None,
                  seed: int = 0):
