@@ -77,7 +77,10 @@ def cache_images(tokens: TokenSet) -> list[np.ndarray]:
         images = load_samples(name[len("foolbox-"):])
     else:
         raise ValueError(f"features: expected a cache of a known data set, got {name!r}")
-    if len(images) != count or not np.array_equal(images.labels[tokens.indices], tokens.y):
+    inside = tokens.indices.size == 0 or (0 <= tokens.indices.min()
+                                          and tokens.indices.max() < len(images))
+    if len(images) != count or not inside \
+            or not np.array_equal(images.labels[tokens.indices], tokens.y):
         raise ValueError(f"features: the images of {name} {split} at {root} no longer match "
                          "the cache (other images or labels); extract the tokens again")
     chosen = images.images

@@ -158,3 +158,18 @@ def test_measure_reports_every_method_and_the_clusters(cache, model):
     for entry in numbers["methods"].values():
         assert len(entry["curve"]) == 17 and 0 <= entry["jaccard"]["mean"] <= 1
     assert {"jaccard", "random_jaccard", "n_clusters"} <= set(numbers["clusters"])
+
+
+def test_cache_images_refuses_a_cache_whose_images_changed(cache):
+    import dataclasses
+
+    tokens = load(cache)
+    relabelled = dataclasses.replace(tokens, y=(tokens.y + 1) % 10)
+    with pytest.raises(ValueError, match="no longer match the cache"):
+        cache_images(relabelled)
+    moved = dataclasses.replace(tokens, indices=tokens.indices + 100)
+    with pytest.raises(ValueError, match="no longer match the cache"):
+        cache_images(moved)
+    unnamed = dataclasses.replace(tokens, manifest={})
+    with pytest.raises(ValueError, match="features: expected a manifest that names"):
+        cache_images(unnamed)

@@ -109,8 +109,9 @@ def score_methods(logits, X, target, scores: dict, reference, foreground=None,
     None for a random order from ``seed``; ``foreground`` (n, s) bool or None.
 
     For each method: the deletion AUC, the area under the target's softmax probability as
-    tokens are replaced by ``reference`` in the method's order (RISE's measure, in [0, 1]
-    and comparable across models; lower is better), mean ± standard error over images;
+    tokens are replaced by ``reference`` in the method's order (RISE's measure, in [0, 1];
+    lower is better; across models it also reflects each model's confidence, so compare it
+    with the same model's random order too), mean ± standard error over images;
     ``logit_auc_median``, the median area under the normalized logit curve (the median:
     when deleting every token barely moves the logit, the normalization divides by nearly
     zero and single images reach ±10); the mean probability curve; and with a foreground
