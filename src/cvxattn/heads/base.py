@@ -16,7 +16,10 @@ vec(W1_r) vec(W2_r)ᵀ to Z_g. Solvers, certificates and reports only use this s
 - ``network_tokens(W1, W2, data)``: the same outputs computed the way the network does, and
   ``network_pooled`` their mean over tokens (heads override it with cheaper forms);
 - ``blocks_from_heads`` / ``heads_from_blocks``: the exact weight maps both ways;
-- ``network(heads_per_block)``: a :class:`HeadNetwork` (``torch.nn.Module``).
+- ``network(heads_per_block)``: a :class:`HeadNetwork` (``torch.nn.Module``);
+- ``pairs(Z, data)`` and ``network_pairs(W1, W2, data)``: the exact pair contributions
+  (n, s, s, c) of SPEC.md §7, from the blocks and from the heads; ``mixing`` and
+  ``token_profiles``: the head's own notion of token similarity (``cvxattn.explain``).
 """
 
 from __future__ import annotations
