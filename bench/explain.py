@@ -218,23 +218,18 @@ def run_path(args, data, solution) -> dict:
     import cvxattn as ca
     from cvxattn.explain import rank_path
 
-    solutions, seconds, init = [], [], None
-    for beta in args.path_betas:
-        problem = ca.Problem(solution.head, data.X_train, data.y_train, beta=beta,
-                             n_classes=data.n_classes)
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ca.ConvergenceWarning)  # the status says it
-            init = ca.solve(problem, tol=args.path_tol, init=init)
-        seconds.append(time.perf_counter() - start)
-        solutions.append(init)
-        print(f"  path β={beta:g}: {int(init.n_heads)} heads, gap {init.gap:.1e} "
-              f"({init.status}), {seconds[-1]:.1f} s", flush=True)
-    path = rank_path(solutions)
-    for entry, s in zip(path, seconds):
+    problem = ca.Problem(solution.head, data.X_train, data.y_train, beta=args.path_betas[0],
+                         n_classes=data.n_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ca.ConvergenceWarning)  # the status says it
+        found = ca.solve_path(problem, args.path_betas, tol=args.path_tol)
+    path = rank_path(found.solutions)
+    for entry, s in zip(path, found.seconds):
         entry["seconds"] = s
-    return {"betas": list(args.path_betas), "tol": args.path_tol, "path": path,
-            "seconds": float(sum(seconds))}
+        print(f"  path β={entry['beta']:g}: {entry['heads']} heads, gap {entry['gap']:.1e} "
+              f"({entry['status']}), {s:.1f} s", flush=True)
+    return {"betas": list(found.betas), "tol": args.path_tol, "path": path,
+            "seconds": float(sum(found.seconds))}
 
 
 def write_figures(args, program: str, solution, path: list | None) -> dict:

@@ -77,24 +77,23 @@ def fit_cvxattn(args, data, fit: np.ndarray) -> dict:
     head = make_head("mlp", "linear", data.grid)
     X, y = data.X_train, data.y_train
     c = int(y.max()) + 1
-    path, init, statuses = [], None, []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ca.ConvergenceWarning)  # statuses are recorded
-        for beta in args.betas:
-            problem = ca.Problem(head, X[fit], y[fit], beta=beta, n_classes=c)
-            init = ca.solve(problem, method=args.method, tol=args.tol,
-                            max_iter=args.max_iter, init=init)
-            accuracy = float((init.predict(X[~fit]).numpy() == y[~fit]).mean())
-            path.append((accuracy, beta, init))
-            statuses.append(init.status)
-        val_accuracy, beta, init = max(path, key=lambda t: (t[0], t[1]))  # ties: larger β
+        problem = ca.Problem(head, X[fit], y[fit], beta=args.betas[0], n_classes=c)
+        path = ca.solve_path(problem, args.betas, method=args.method, tol=args.tol,
+                             max_iter=args.max_iter,
+                             score=lambda s: float((s.predict(X[~fit]).numpy()
+                                                    == y[~fit]).mean()))
+        val_accuracy, beta = path.scores[path.best], path.betas[path.best]  # ties: larger β
+        init = path.solutions[path.best]
         problem = ca.Problem(head, X, y, beta=beta, n_classes=c)
         final = ca.solve(problem, method=args.method, tol=args.tol, max_iter=args.max_iter,
                          init=init)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "beta": beta, "val_accuracy": val_accuracy,
-            "path_val_accuracy": [p[0] for p in path], "path_status": statuses,
+            "path_val_accuracy": list(path.scores),
+            "path_status": [s.status for s in path.solutions],
             "status": final.status, "gap": final.gap, "n_heads": final.n_heads,
             "test_accuracy": float((final.predict(data.X_test).numpy() == data.y_test).mean())}
 

@@ -9,8 +9,10 @@ duality-gap certificate.
 from . import explain, heads
 from .estimator import ConvexHeadClassifier
 from .problem import Problem
-from .solvers import ConvergenceWarning, MemoryBudgetError, Solution, certify, solve
+from .solvers import (ConvergenceWarning, MemoryBudgetError, RegularizationPath, Solution,
+                      certify, solve, solve_path)
 
-__all__ = ["heads", "explain", "Problem", "solve", "certify", "Solution", "ConvergenceWarning",
-           "MemoryBudgetError", "ConvexHeadClassifier"]
+__all__ = ["heads", "explain", "Problem", "solve", "solve_path", "RegularizationPath",
+           "certify", "Solution", "ConvergenceWarning", "MemoryBudgetError",
+           "ConvexHeadClassifier"]
 __version__ = "0.1.0"

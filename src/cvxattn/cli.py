@@ -415,7 +415,8 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
     return status
 
 
-EXPLAIN_DESCRIPTION = """Explain a model saved by `cvxattn fit` on a token cache and the images it was made from, exactly
+EXPLAIN_DESCRIPTION = """\
+Explain a model saved by `cvxattn fit` on a token cache and the images it was made from, exactly
 (SPEC.md §7): each token's share of the predicted class's logit (the shares and the intercept
 add up to the logit), what every source token adds to one query token, and the tokens clustered
 by the head's own similarity; the singular values of the blocks (and the block norms of an

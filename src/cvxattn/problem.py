@@ -45,6 +45,13 @@ def as_tokens(X, name: str = "X", dtype=torch.float64, device=None) -> torch.Ten
     return X
 
 
+def _checked_beta(beta) -> float:
+    if not isinstance(beta, Real) or isinstance(beta, bool) or not math.isfinite(beta) \
+            or beta <= 0:
+        raise ValueError(f"beta: expected a finite number > 0, got {beta!r}")
+    return float(beta)
+
+
 class Problem:
     """A head, tokens, targets, a loss and β: the convex program to solve.
 
@@ -71,9 +78,6 @@ class Problem:
                  dtype: torch.dtype = torch.float64, device=None):
         if not isinstance(head, Head):
             raise TypeError(f"head: expected a cvxattn.heads.Head, got {type(head).__name__}")
-        if not isinstance(beta, Real) or isinstance(beta, bool) or not math.isfinite(beta) \
-                or beta <= 0:
-            raise ValueError(f"beta: expected a finite number > 0, got {beta!r}")
         if not isinstance(fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept: expected True or False, got {fit_intercept!r}")
         self.loss: Loss = get_loss(loss)
@@ -81,11 +85,19 @@ class Problem:
         n, s, d = self.X.shape
         self.y, c = self._check_targets(y, n, s, n_classes, bool(fit_intercept))
         self.pooled = self.y.ndim < 3  # token-level targets are (n, s, c)
-        self.beta = float(beta)
+        self.beta = _checked_beta(beta)
         self.fit_intercept = bool(fit_intercept)
         self.head = head.bind(s, d, c)
         self.regularizer = BlockNuclearNorm()
         self._data = None
+
+    def with_beta(self, beta: float) -> "Problem":
+        """The same head, data and loss at another β; the lifted data (if already computed)
+        is shared, not recomputed."""
+        other = copy.copy(self)  # (copying drops the lifted data: __getstate__)
+        other.beta = _checked_beta(beta)
+        other._data = self._data
+        return other
 
     def astype(self, dtype: torch.dtype) -> "Problem":
         """The same problem with its tokens (and real targets) in ``dtype``; lifted anew."""

@@ -22,10 +22,10 @@ import torch
 
 from .heads.base import Head
 from .problem import Problem
-from .solvers import ConvergenceWarning, Solution, solve
+from .solvers import ConvergenceWarning, Solution, solve, solve_path
 
 __all__ = ["Split", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
-           "fit_convex", "is_positive", "is_count", "checked_names", "checked_betas",
+           "fit_convex", "recorded", "is_positive", "is_count", "checked_names", "checked_betas",
            "checked_gates"]
 
 
@@ -105,16 +105,23 @@ def stratified_subset(index: np.ndarray, y: np.ndarray, size: int, seed: int) ->
 def solve_recorded(problem: Problem, tol: float, max_iter: int, init: Solution | None = None,
                    method: str = "auto") -> tuple[Solution, list[str]]:
     """Solve, collecting the solver's ConvergenceWarning as notes (the status says it too)."""
+    return recorded(lambda: solve(problem, method=method, tol=tol, max_iter=max_iter,
+                                  init=init))
+
+
+def recorded(call):
+    """``call()``, with the solver's ConvergenceWarnings collected as notes instead of shown
+    (each solution's status says it too); other warnings pass on. Returns (result, notes)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        solution = solve(problem, method=method, tol=tol, max_iter=max_iter, init=init)
+        result = call()
     notes = []
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             notes.append(str(w.message))
         else:  # not ours to swallow
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return solution, notes
+    return result, notes
 
 
 def accuracy(solution: Solution, X: np.ndarray, y: np.ndarray) -> float:
@@ -140,7 +147,8 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
     accuracy, the certificate (objective, lower bound, relative gap, status, how the spectral
     norms were computed), the heads and parameters of the equivalent network, iterations,
     seconds of the final solve and of the β path, the solver's notes, the final solve's
-    history as (seconds, gap) pairs, and the path as (β, heads) pairs (empty for one β). ``dtype``: the arithmetic of the solves.
+    history as (seconds, gap) pairs, and the path as (β, heads) pairs (empty for one β).
+    ``dtype``: the arithmetic of the solves.
     """
     betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
     init, notes, val_acc, select_seconds, path = None, [], None, None, []
@@ -150,16 +158,17 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
             raise ValueError("data: several β need a validation split (fit_mask), got none")
         start = time.perf_counter()
         fit, val = data.fit_mask, ~data.fit_mask
-        scores = []  # (validation accuracy, β, solution)
-        path = []  # (β, heads) of the path solutions on the fit part
-        for b in betas:
-            problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=b,
-                              n_classes=n_classes, dtype=dtype)
-            init, messages = solve_recorded(problem, select_tol, max_iter, init, method)
-            notes += [f"β path {b:g}: {m}" for m in messages]
-            scores.append((accuracy(init, data.X_train[val], data.y_train[val]), b, init))
-            path.append([b, init.n_heads])
-        val_acc, beta, init = max(scores, key=lambda t: (t[0], t[1]))  # ties: larger β
+        problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=betas[0],
+                          n_classes=n_classes, dtype=dtype)
+        found, _ = recorded(lambda: solve_path(
+            problem, betas, score=lambda s: accuracy(s, data.X_train[val], data.y_train[val]),
+            method=method, tol=select_tol, max_iter=max_iter))
+        notes += [f"β path {b:g}: stopped with status {s.status} at relative gap {s.gap:.1e} "
+                  f"> {select_tol:g}" for b, s in zip(found.betas, found.solutions)
+                  if s.status != "optimal"]
+        path = [[b, s.n_heads] for b, s in zip(found.betas, found.solutions)]
+        val_acc, beta = found.scores[found.best], found.betas[found.best]  # ties: larger β
+        init = found.solutions[found.best]
         select_seconds = time.perf_counter() - start
     start = time.perf_counter()
     problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes,

@@ -15,4 +15,5 @@ from .gallery import measure, write_gallery
 from .structure import block_norms, rank_path, spectrum
 
 __all__ = ["token_contributions", "pair_contributions", "ROLES", "token_clusters",
-           "TokenClusters", "token_profiles", "spectrum", "block_norms", "rank_path", "measure", "write_gallery"]
+           "TokenClusters", "token_profiles", "spectrum", "block_norms", "rank_path", "measure",
+           "write_gallery"]

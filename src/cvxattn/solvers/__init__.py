@@ -15,11 +15,12 @@ from .certificate import Certificate, certify
 from .factorized import factorized
 from .fista import fista
 from .memory import MemoryBudgetError, Plan, plan
+from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
 from .solution import Checkpoint, ConvergenceWarning, Solution
 
-__all__ = ["solve", "certify", "Certificate", "Solution", "Checkpoint", "ConvergenceWarning",
-           "METHODS", "MemoryBudgetError", "Plan", "plan"]
+__all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate", "Solution",
+           "Checkpoint", "ConvergenceWarning", "METHODS", "MemoryBudgetError", "Plan", "plan"]
 
 METHODS = ("auto", "fista", "factorized", "cvxpy")
 
