@@ -244,7 +244,7 @@ def write_figures(args, program: str, solution, path: list | None) -> dict:
     norms = None
     if isinstance(solution.head, SelfAttention):
         norms = block_norms(solution).double().pow(2).sum(0).sqrt().numpy()  # over blocks
-    beta = solution.problem.beta
+    beta = solution.beta
     written = [str(save_png(spectrum_figure(sigma, norms, title=f"{program}, β = {beta:g} "
                                             "(picked on validation)"),
                             out / "spectrum.png"))]

@@ -110,7 +110,7 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
     JSON's path. An existing model at ``path`` is replaced."""
     if not isinstance(solution, Solution):
         raise TypeError(f"solution: expected a cvxattn.Solution, got {type(solution).__name__}")
-    head, problem = solution.head, solution.problem
+    head = solution.head
     if type(head).name not in REGISTRY or REGISTRY[type(head).name] is not type(head):
         raise ValueError(f"solution: expected a head of the registry {tuple(REGISTRY)}, got "
                          f"{type(head).__name__}")
@@ -127,9 +127,9 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
                     "shapes": {k: list(v.shape) for k, v in tensors.items()},
                     "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()}},
         "head": _describe_head(head),
-        "problem": {"loss": problem.loss.name, "beta": problem.beta,
-                    "fit_intercept": problem.fit_intercept, "pooled": problem.pooled,
-                    "n": problem.n},
+        "problem": {"loss": solution.loss_name, "beta": solution.beta,
+                    "fit_intercept": solution.fit_intercept, "pooled": solution.pooled,
+                    "n": solution.n_samples},
         "certificate": {"objective": solution.objective, "lower_bound": solution.lower_bound,
                         "gap": solution.gap, "status": solution.status,
                         "method": solution.method, "n_iter": solution.n_iter,

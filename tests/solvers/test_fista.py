@@ -38,7 +38,8 @@ def reference(references, name, head, seed, **kwargs):
 @pytest.mark.parametrize("name,head", HEADS, ids=[n for n, _ in HEADS])
 def test_fista_reaches_the_cvxpy_optimum(references, name, head, seed):
     tol = 1e-8  # P − P* ≤ tol · P, so the objective matches the reference to ~1e-8
-    sol = ca.solve(problem(head, seed), method="fista", tol=tol, max_iter=20_000)
+    prob = problem(head, seed)
+    sol = ca.solve(prob, method="fista", tol=tol, max_iter=20_000)
     ref = reference(references, name, head, seed)
     assert sol.status == "optimal" and sol.method == "fista"
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
@@ -47,7 +48,7 @@ def test_fista_reaches_the_cvxpy_optimum(references, name, head, seed):
     assert sol.gap == pytest.approx((sol.objective - sol.lower_bound) / sol.objective)
     # ... the objective is that of the returned point (the best dual value may come from an
     # earlier check, so a fresh certificate's own bound is no higher) ...
-    cert = ca.certify(sol.problem, sol.blocks, sol.intercept)
+    cert = ca.certify(prob, sol.blocks, sol.intercept)
     assert cert.objective == pytest.approx(sol.objective, rel=1e-12)
     assert cert.lower_bound <= sol.lower_bound + 1e-15
     # ... and the lower bound lies below every primal value, the reference's included
@@ -68,14 +69,14 @@ def test_gap_bounds_the_suboptimality_of_an_early_stopped_run(references, name, 
 
 @pytest.mark.parametrize("name,head", HEADS, ids=[n for n, _ in HEADS])
 def test_to_network_reproduces_outputs_and_objective(name, head):
-    sol = ca.solve(problem(head, 1), tol=1e-9)
+    prob = problem(head, 1)
+    sol = ca.solve(prob, tol=1e-9)
     net = sol.to_network()
     X_new = tokens(50, n=5, s=S, d=D)
     with torch.no_grad():
         torch.testing.assert_close(net(X_new), sol.decision_function(X_new), atol=1e-8, rtol=0)
-        logits = net(sol.problem.X)
-        objective = sol.problem.loss.value(logits, sol.problem.y) \
-            + sol.problem.beta * net.weight_decay()
+        logits = net(prob.X)
+        objective = prob.loss.value(logits, prob.y) + sol.beta * net.weight_decay()
     assert float(objective) == pytest.approx(sol.objective, rel=0, abs=1e-8)
     assert net.W1.shape[:2] == (sol.head.n_blocks, int(sol.ranks.max()))
     assert sol.n_heads == int(sol.ranks.sum()) >= 1

@@ -25,20 +25,28 @@ def test_a_path_gives_the_solutions_of_independent_solves(head):
     assert path.scores is None and path.best is None and len(path.seconds) == 3
     for beta, solution in zip(path.betas, path.solutions):
         alone = ca.solve(problem.with_beta(beta), tol=tol)
-        assert solution.problem.beta == beta and solution.status == "optimal"
+        assert solution.beta == beta and solution.status == "optimal"
         # both certified within tol of the same optimum
         assert solution.objective == pytest.approx(alone.objective, rel=3 * tol)
         assert solution.lower_bound <= alone.objective * (1 + 1e-12)
         assert alone.lower_bound <= solution.objective * (1 + 1e-12)
 
 
-def test_the_beta_problems_share_the_lifted_data():
+def test_the_beta_problems_share_the_lifted_data(monkeypatch):
     problem = ca.Problem(ca.heads.MLP(activation="gated", n_gates=3), tokens(0), labels(0),
                          beta=1.0)
-    path = ca.solve_path(problem, [0.1, 0.03], tol=1e-6)
-    first, second = (s.problem for s in path.solutions)
-    assert first.data is second.data  # lifted once
-    assert first.X is problem.X and first.beta == 0.1 and problem.beta == 1.0
+    other = problem.with_beta(0.5)
+    assert other.X is problem.X and other.beta == 0.5 and problem.beta == 1.0
+    lifted = problem.data
+    assert problem.with_beta(0.2).data is lifted  # shared once lifted
+    calls = []
+    lift = type(problem.head).lift
+    monkeypatch.setattr(type(problem.head), "lift",
+                        lambda self, *a, **k: calls.append(1) or lift(self, *a, **k))
+    fresh = ca.Problem(ca.heads.MLP(activation="gated", n_gates=3), tokens(0), labels(0),
+                       beta=1.0)
+    ca.solve_path(fresh, [0.1, 0.03, 0.01], tol=1e-6, method="fista")
+    assert len(calls) == 1  # the whole path lifted the data once
 
 
 def test_early_stopping_on_a_score_keeps_the_best():
@@ -79,3 +87,21 @@ def test_bad_arguments_are_refused_by_name(kwargs, error, message):
         ca.solve_path("problem", [0.1])
     with pytest.raises(ValueError, match="beta: expected a finite number > 0"):
         problem.with_beta(0)
+
+
+@pytest.mark.parametrize("method", ["fista", "factorized"])
+def test_a_solution_keeps_no_reference_to_the_training_data(method):
+    import gc
+    import weakref
+
+    problem = ca.Problem(ca.heads.SelfAttention(activation="gated", n_gates=2), tokens(0),
+                         labels(0), beta=0.05)
+    solution = ca.solve(problem, method=method, tol=1e-4)
+    watched = [weakref.ref(problem), weakref.ref(problem.X), weakref.ref(problem.y),
+               *(weakref.ref(t) for t in problem.data.values())]
+    assert (solution.beta, solution.n_samples, solution.loss_name) == (0.05, 7,
+                                                                      "cross_entropy")
+    del problem
+    gc.collect()
+    assert all(ref() is None for ref in watched)
+    assert solution.decision_function(tokens(1)).shape == (7, 6)  # still usable

@@ -77,7 +77,7 @@ def rank_path(solutions: Sequence) -> list[dict]:
     for solution in solutions:
         sigma = spectrum(solution)
         rank = ranks(sigma)
-        out.append({"beta": float(solution.problem.beta), "ranks": rank.tolist(),
+        out.append({"beta": float(solution.beta), "ranks": rank.tolist(),
                     "heads": int(rank.sum()),
                     "spectrum": [row[:r].tolist() for row, r in zip(sigma, rank.tolist())],
                     "gap": float(solution.gap), "status": solution.status})

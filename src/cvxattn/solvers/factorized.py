@@ -294,7 +294,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                f"σ_g ≤ σ̂_g/√(1−ε), ε = {certified_by.epsilon:.2e}, with probability ≥ "
                f"{1 - delta * strict_checks:.4g} (Kuczyński–Woźniakowski bound, union over "
                f"blocks and {strict_checks} certificate(s))")
-    return Solution(problem=problem, intercept=best.intercept, objective=best.objective,
+    return Solution.of(problem, intercept=best.intercept, objective=best.objective,
                     lower_bound=lower, gap=relative_gap(best.objective, lower), status=status,
                     method="factorized", n_iter=n_iter,
                     seconds=time.perf_counter() - start_time, certificate=how,

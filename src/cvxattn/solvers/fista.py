@@ -135,7 +135,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
 
     status = "optimal" if gap <= tol else "stalled" if stalled else "max_iter"
     warn_unconverged("FISTA", status, n_iter, gap, tol, _PATIENCE, Z.dtype)
-    return Solution(problem=problem, dense=best_Z, intercept=best.intercept,
+    return Solution.of(problem, dense=best_Z, intercept=best.intercept,
                     objective=best.objective, lower_bound=lower, gap=gap, status=status,
                     method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
                     certificate=best.method, history=tuple(history))

@@ -60,7 +60,7 @@ def solve_cvxpy(problem: Problem, solver: str | None = None, verbose: bool = Fal
     Z = torch.as_tensor(np.stack([Zg.value for Zg in blocks])).to(problem.X)
     b0 = torch.as_tensor(b.value if problem.fit_intercept else b).to(problem.X)
     cert = certify(problem, Z, b0)
-    return Solution(problem=problem, dense=Z, intercept=cert.intercept,
+    return Solution.of(problem, dense=Z, intercept=cert.intercept,
                     objective=cert.objective, lower_bound=cert.lower_bound, gap=cert.gap,
                     status="optimal" if program.status == "optimal" else program.status,
                     method=f"cvxpy-{solver.lower()}", n_iter=0,

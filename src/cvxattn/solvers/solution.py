@@ -9,7 +9,7 @@ from functools import cached_property
 import torch
 from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 
-from ..heads.base import HeadNetwork
+from ..heads.base import Head, HeadNetwork
 from ..problem import Problem, as_tokens
 
 __all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
@@ -131,7 +131,10 @@ class FittedBlocks:
 
 @dataclass(frozen=True)
 class Solution(FittedBlocks):
-    """A solved :class:`~cvxattn.Problem`.
+    """A solved :class:`~cvxattn.Problem`: what was solved (the bound head, the loss, β, the
+    intercept and pooling settings, the number of samples) and the certified point, but never
+    the problem itself, its training data or its lifted data, so that keeping a solution
+    (a path of them, a table's worth) does not keep the data alive.
 
     The point is stored as dense blocks (FISTA, CVXPY) or as the network's balanced heads
     ``heads`` = (W1, W2) (factorized); ``blocks`` works for both. ``objective`` P(Z, b) of the
@@ -141,7 +144,12 @@ class Solution(FittedBlocks):
     ``"stalled"`` (the bounds stopped moving at the floating-point limit: loosen ``tol``).
     """
 
-    problem: Problem = field(repr=False)
+    head: Head = field(repr=False)  # bound to (s, d, c), gates resolved
+    loss_name: str
+    beta: float
+    fit_intercept: bool
+    pooled: bool  # pooled logits (n, c), else token-level outputs (n, s, c)
+    n_samples: int
     intercept: torch.Tensor  # b (c,)
     objective: float
     lower_bound: float
@@ -167,18 +175,10 @@ class Solution(FittedBlocks):
             return self.dense
         return self.head.blocks_from_heads(*self.heads)
 
-    @property
-    def head(self):
-        return self.problem.head
-
-    @property
-    def pooled(self) -> bool:
-        return self.problem.pooled
-
-    @property
-    def loss_name(self) -> str:
-        return self.problem.loss.name
-
-    @property
-    def fit_intercept(self) -> bool:
-        return self.problem.fit_intercept
+    @classmethod
+    def of(cls, problem: Problem, **fields) -> "Solution":
+        """The solution of ``problem`` with the given point and certificate ``fields``; the
+        problem's settings are copied, the problem is not kept."""
+        return cls(head=problem.head, loss_name=problem.loss.name, beta=problem.beta,
+                   fit_intercept=problem.fit_intercept, pooled=problem.pooled,
+                   n_samples=problem.n, **fields)
