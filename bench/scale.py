@@ -143,7 +143,7 @@ def scale_child(spec: dict, marks) -> dict:
               "objective": solution.objective, "lower_bound": solution.lower_bound,
               "n_heads": solution.n_heads, "heads_per_block": int(net.W1.shape[1]),
               "n_iter": solution.n_iter, "method": solution.method,
-              "certificate": solution.certificate,
+              "certificate": str(solution.certificate),
               "history": [[h.seconds, h.objective, h.gap] for h in solution.history]}
     if cuda:  # GPU memory of the solve above the data, from CUDA's caching allocator
         result["gpu_peak_mib"] = (torch.cuda.max_memory_allocated() - allocated) / 2**20

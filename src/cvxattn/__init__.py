@@ -9,10 +9,11 @@ duality-gap certificate.
 from . import explain, heads
 from .estimator import ConvexHeadClassifier
 from .problem import Problem
-from .solvers import (ConvergenceWarning, MemoryBudgetError, RegularizationPath, Solution,
-                      certify, solve, solve_path)
+from .solvers import (CertificateInfo, ConvergenceWarning, MemoryBudgetError,
+                      RegularizationPath, Solution, Status, certify, solve, solve_path)
 
 __all__ = ["heads", "explain", "Problem", "solve", "solve_path", "RegularizationPath",
-           "certify", "Solution", "ConvergenceWarning", "MemoryBudgetError",
+           "certify", "Solution", "Status", "CertificateInfo", "ConvergenceWarning",
+           "MemoryBudgetError",
            "ConvexHeadClassifier"]
 __version__ = "0.1.0"

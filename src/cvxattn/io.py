@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -133,7 +134,8 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
         "certificate": {"objective": solution.objective, "lower_bound": solution.lower_bound,
                         "gap": solution.gap, "status": solution.status,
                         "method": solution.method, "n_iter": solution.n_iter,
-                        "seconds": solution.seconds, "certificate": solution.certificate,
+                        "seconds": solution.seconds, "certificate": str(solution.certificate),
+                        "proof": dataclasses.asdict(solution.certificate),
                         "n_heads": solution.n_heads},
         "environment": environment(packages=_PACKAGES),
     }

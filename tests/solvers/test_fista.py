@@ -150,7 +150,8 @@ def test_a_float32_run_that_stalls_is_finished_in_float64():
     seen = []
     sol = ca.solve(single, method="fista", tol=1e-6, max_iter=20_000, callback=seen.append)
     assert sol.status == "optimal" and sol.gap <= 1e-6
-    assert "then float64" in sol.certificate and sol.blocks.dtype == torch.float64
+    assert "then float64" in str(sol.certificate) and sol.blocks.dtype == torch.float64
+    assert sol.certificate.norms == "exact SVD" and sol.certificate.exact
     assert tuple(seen) == sol.history  # the callback saw both runs, counted as one
     assert all(h.estimated_gap is None for h in sol.history)  # every FISTA gap is proven
     iterations = [h.iteration for h in sol.history]

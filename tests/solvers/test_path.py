@@ -105,3 +105,20 @@ def test_a_solution_keeps_no_reference_to_the_training_data(method):
     gc.collect()
     assert all(ref() is None for ref in watched)
     assert solution.decision_function(tokens(1)).shape == (7, 6)  # still usable
+
+
+def test_status_and_certificate_are_typed_records():
+    problem = ca.Problem(ca.heads.MLP(), tokens(0), labels(0), beta=0.05)
+    solution = ca.solve(problem, tol=1e-6)
+    assert solution.status is ca.Status.OPTIMAL and solution.status == "optimal"
+    assert f"{solution.status}" == str(solution.status) == "optimal"
+    assert "within tol" in solution.status.advice
+    assert isinstance(solution.certificate, ca.CertificateInfo)
+    assert solution.certificate == ca.CertificateInfo("exact SVD")
+    assert str(solution.certificate) == "exact SVD"
+    with pytest.warns(ca.ConvergenceWarning):
+        early = ca.solve(problem, tol=1e-12, max_iter=2)
+    assert early.status is ca.Status.MAX_ITER and "raise max_iter" in early.status.advice
+    lanczos = ca.CertificateInfo("block Lanczos via probe heads", exact=False, steps=40,
+                                 epsilon=1e-3, probability=0.999, checks=1)
+    assert "ε = 1.00e-03, with probability ≥ 0.999" in str(lanczos)

@@ -17,10 +17,11 @@ from .fista import fista
 from .memory import MemoryBudgetError, Plan, plan
 from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
-from .solution import Checkpoint, ConvergenceWarning, Solution
+from .solution import CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status
 
 __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate", "Solution",
-           "Checkpoint", "ConvergenceWarning", "METHODS", "MemoryBudgetError", "Plan", "plan"]
+           "Status", "CertificateInfo", "Checkpoint", "ConvergenceWarning", "METHODS",
+           "MemoryBudgetError", "Plan", "plan"]
 
 METHODS = ("auto", "fista", "factorized", "cvxpy")
 
@@ -105,8 +106,9 @@ def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,
     history = first.history + tuple(continued(c) for c in finish.history)
     return replace(finish, n_iter=first.n_iter + finish.n_iter,
                    seconds=first.seconds + finish.seconds, history=history,
-                   certificate=f"{finish.certificate}; float32 until iteration {first.n_iter} "
-                               f"(stalled at gap {first.gap:.1e}), then float64")
+                   certificate=replace(finish.certificate, precision=(
+                       f"float32 until iteration {first.n_iter} (stalled at gap "
+                       f"{first.gap:.1e}), then float64")))
 
 
 def _checked_blocks(problem: Problem, init):

@@ -37,7 +37,8 @@ from ..problem import Problem
 from .certificate import relative_gap
 from .krylov import KrylovNorm
 from .passes import NetworkPasses
-from .solution import Checkpoint, Solution, no_progress, warn_unconverged
+from .solution import (CertificateInfo, Checkpoint, Solution, Status, no_progress,
+                       warn_unconverged)
 
 __all__ = ["factorized"]
 
@@ -208,7 +209,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     since = 0  # history index where the present precision started
     n_iter, n_checks, strict_checks = 0, 0, 0
     warm = None
-    status = "max_iter"
+    status = Status.MAX_ITER
     optimizer = None
     while True:
         check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, None,
@@ -237,13 +238,13 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                   f"  gap={gap:.2e} (estimated {check.estimated_gap:.2e})  max σ/β={ratio:.6f}"
                   f"  lanczos={check.steps}")
         if gap <= tol:
-            status = "optimal"
+            status = Status.OPTIMAL
             break
         if n_iter >= max_iter:
             break
         if no_progress(history[since:], torch.finfo(passes.dtype).eps, _PATIENCE):
             if passes.dtype == torch.float64:
-                status = "stalled"
+                status = Status.STALLED
                 break
             # float32 has stopped making progress above tol: finish in float64, chunk by
             # chunk (the tokens stay float32; their lifted data is recomputed in each pass)
@@ -285,17 +286,16 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     warn_unconverged("factorized solver (L-BFGS)", status, n_iter, gap, tol, _PATIENCE,
                      passes.dtype)
     if certified_by is None:
-        how = "none: no check reached a proven bound (raise max_iter)"
-    elif certified_by.exact:
-        how = (f"block Lanczos via probe heads, {certified_by.steps} steps; exact (the Krylov "
-               "basis spans every block)")
+        how = CertificateInfo("none", exact=False)
     else:
-        how = (f"block Lanczos via probe heads, {certified_by.steps} steps from random starts; "
-               f"σ_g ≤ σ̂_g/√(1−ε), ε = {certified_by.epsilon:.2e}, with probability ≥ "
-               f"{1 - delta * strict_checks:.4g} (Kuczyński–Woźniakowski bound, union over "
-               f"blocks and {strict_checks} certificate(s))")
+        how = CertificateInfo("block Lanczos via probe heads", exact=certified_by.exact,
+                              steps=certified_by.steps,
+                              epsilon=None if certified_by.exact else certified_by.epsilon,
+                              probability=None if certified_by.exact
+                              else 1 - delta * strict_checks,
+                              checks=None if certified_by.exact else strict_checks)
     return Solution.of(problem, intercept=best.intercept, objective=best.objective,
-                    lower_bound=lower, gap=relative_gap(best.objective, lower), status=status,
-                    method="factorized", n_iter=n_iter,
-                    seconds=time.perf_counter() - start_time, certificate=how,
-                    history=tuple(history), heads=(W1, W2))
+                       lower_bound=lower, gap=relative_gap(best.objective, lower),
+                       status=status, method="factorized", n_iter=n_iter,
+                       seconds=time.perf_counter() - start_time, certificate=how,
+                       history=tuple(history), heads=(W1, W2))

@@ -34,7 +34,8 @@ import torch
 
 from ..problem import Problem
 from .certificate import Certificate, DualExtrapolation, certify, relative_gap
-from .solution import Checkpoint, Solution, no_progress, warn_unconverged
+from .solution import (CertificateInfo, Checkpoint, Solution, Status, no_progress,
+                       warn_unconverged)
 
 __all__ = ["fista"]
 
@@ -133,9 +134,9 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                 if stalled:
                     break
 
-    status = "optimal" if gap <= tol else "stalled" if stalled else "max_iter"
+    status = Status.OPTIMAL if gap <= tol else Status.STALLED if stalled else Status.MAX_ITER
     warn_unconverged("FISTA", status, n_iter, gap, tol, _PATIENCE, Z.dtype)
     return Solution.of(problem, dense=best_Z, intercept=best.intercept,
-                    objective=best.objective, lower_bound=lower, gap=gap, status=status,
-                    method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
-                    certificate=best.method, history=tuple(history))
+                       objective=best.objective, lower_bound=lower, gap=gap, status=status,
+                       method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
+                       certificate=CertificateInfo(best.method), history=tuple(history))

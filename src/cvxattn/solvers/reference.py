@@ -14,7 +14,7 @@ import torch
 
 from ..problem import Problem
 from .certificate import certify
-from .solution import Solution
+from .solution import CertificateInfo, Solution, Status
 
 __all__ = ["solve_cvxpy", "map_matrix"]
 
@@ -61,7 +61,9 @@ def solve_cvxpy(problem: Problem, solver: str | None = None, verbose: bool = Fal
     b0 = torch.as_tensor(b.value if problem.fit_intercept else b).to(problem.X)
     cert = certify(problem, Z, b0)
     return Solution.of(problem, dense=Z, intercept=cert.intercept,
-                    objective=cert.objective, lower_bound=cert.lower_bound, gap=cert.gap,
-                    status="optimal" if program.status == "optimal" else program.status,
-                    method=f"cvxpy-{solver.lower()}", n_iter=0,
-                    seconds=time.perf_counter() - start, certificate=cert.method)
+                       objective=cert.objective, lower_bound=cert.lower_bound, gap=cert.gap,
+                       status=Status.OPTIMAL if program.status == "optimal"
+                       else Status.INACCURATE,
+                       method=f"cvxpy-{solver.lower()}", n_iter=0,
+                       seconds=time.perf_counter() - start,
+                       certificate=CertificateInfo(cert.method))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import cached_property
 
 import torch
@@ -13,7 +14,7 @@ from ..heads.base import Head, HeadNetwork
 from ..problem import Problem, as_tokens
 
 __all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
-           "no_progress", "warn_unconverged"]
+           "Status", "CertificateInfo", "no_progress", "warn_unconverged"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
@@ -21,6 +22,65 @@ RANK_RTOL = 1e-10
 
 class ConvergenceWarning(_SklearnConvergenceWarning):
     """A solver stopped before its relative duality gap reached the tolerance."""
+
+
+class Status(str, Enum):
+    """Why a solve stopped; ``advice`` says what to do about it. Equal to its string value
+    (``Status.OPTIMAL == "optimal"``), which is how it prints and is stored."""
+
+    OPTIMAL = "optimal"
+    MAX_ITER = "max_iter"
+    STALLED = "stalled"
+    INACCURATE = "inaccurate"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __repr__ = str.__repr__  # shows as the string it equals: 'optimal'
+
+    @property
+    def advice(self) -> str:
+        return {
+            Status.OPTIMAL: "certified: the relative duality gap is within tol",
+            Status.MAX_ITER: "the iteration limit came first: raise max_iter, loosen tol, or "
+                             "increase beta (a larger β is better conditioned)",
+            Status.STALLED: "neither bound moved any more, the floating-point limit on this "
+                            "problem: loosen tol (the objective itself is much closer to the "
+                            "optimum than the gap)",
+            Status.INACCURATE: "the generic conic solver reported low accuracy: the gap says "
+                               "how far the point is; use method='fista' or 'factorized'",
+        }[self]
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """How a solution's lower bound was proven: the spectral norms of the gradient blocks
+    computed ``exactly`` (an SVD, or a Krylov basis that spans every block) or bounded from
+    ``steps`` Lanczos steps, σ_g ≤ σ̂_g / √(1 − ε), with ``probability`` ≥ 1 − δ · checks
+    (Kuczyński–Woźniakowski); ``precision``: the arithmetic, when it changed during the run.
+    ``str()`` gives the sentence that tables and logs show."""
+
+    norms: str  # "exact SVD", "block Lanczos via probe heads", or "none"
+    exact: bool = True
+    steps: int | None = None
+    epsilon: float | None = None
+    probability: float | None = None
+    checks: int | None = None
+    precision: str | None = None
+
+    def __str__(self) -> str:
+        if self.norms == "none":
+            text = "none: no check reached a proven bound (raise max_iter)"
+        elif self.steps is None:
+            text = self.norms
+        elif self.exact:
+            text = (f"{self.norms}, {self.steps} steps; exact (the Krylov basis spans every "
+                    "block)")
+        else:
+            text = (f"{self.norms}, {self.steps} steps from random starts; σ_g ≤ σ̂_g/√(1−ε), "
+                    f"ε = {self.epsilon:.2e}, with probability ≥ {self.probability:.4g} "
+                    f"(Kuczyński–Woźniakowski bound, union over blocks and {self.checks} "
+                    "certificate(s))")
+        return text if self.precision is None else f"{text}; {self.precision}"
 
 
 @dataclass(frozen=True)
@@ -139,9 +199,10 @@ class Solution(FittedBlocks):
     The point is stored as dense blocks (FISTA, CVXPY) or as the network's balanced heads
     ``heads`` = (W1, W2) (factorized); ``blocks`` works for both. ``objective`` P(Z, b) of the
     returned point, ``lower_bound`` a certified D ≤ P*, ``gap`` =
-    (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is ``"optimal"`` (gap ≤ tol), ``"max_iter"``
-    (the run stopped first: raise ``max_iter``, loosen ``tol`` or increase β) or
-    ``"stalled"`` (the bounds stopped moving at the floating-point limit: loosen ``tol``).
+    (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is a :class:`Status` (``status.advice`` says
+    what to do): ``"optimal"`` (gap ≤ tol), ``"max_iter"`` (the run stopped first),
+    ``"stalled"`` (the bounds stopped moving at the floating-point limit) or ``"inaccurate"``
+    (CVXPY's low-accuracy result). ``certificate`` is a :class:`CertificateInfo`.
     """
 
     head: Head = field(repr=False)  # bound to (s, d, c), gates resolved
@@ -154,11 +215,11 @@ class Solution(FittedBlocks):
     objective: float
     lower_bound: float
     gap: float
-    status: str
+    status: Status
     method: str
     n_iter: int
     seconds: float
-    certificate: str  # how the dual norms were computed
+    certificate: CertificateInfo  # how the dual norms were computed
     history: tuple[Checkpoint, ...] = field(default=(), repr=False)
     dense: torch.Tensor | None = field(default=None, repr=False)  # Z (G, p, q) if solved so
     heads: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
