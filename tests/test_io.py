@@ -99,7 +99,8 @@ def test_files_are_json_and_safetensors_only(model_path):
     files = sorted(os.listdir(model_path.parent))
     assert files == ["model.json", "model.safetensors"]  # no pickle, no temporaries
     description = json.loads(model_path.with_suffix(".json").read_text())
-    assert description["format"] == FORMAT and description["version"] == 1
+    assert description["format"] == FORMAT and description["version"] == 2
+    assert description["form"] == "blocks"
     assert description["head"]["name"] == "attention"
     assert description["head"]["n_gates"] == 2
     assert description["problem"] == {"loss": "cross_entropy", "beta": BETA,
@@ -156,7 +157,7 @@ def test_unknown_format_version(saved):
     description = json.loads(path.read_text())
     description["version"] = 99
     path.write_text(json.dumps(description))
-    with pytest.raises(ValueError, match=r"model\.json: expected format version 1, got 99"):
+    with pytest.raises(ValueError, match=r"model\.json: expected format version 1 or 2, got 99"):
         load_model(saved)
 
 
@@ -220,3 +221,33 @@ def test_no_pickle_in_the_code():
     for banned in (r"import pickle", r"(?<!safetensors\.)torch\.(save|load)\(", r"np\.load\(",
                    r"allow_pickle"):
         assert not re.search(banned, source), banned
+
+
+def test_a_solution_of_heads_is_saved_as_heads_and_version_1_files_still_load(model_path):
+    """Factorized solutions and pooled collapses keep the network's heads: saved as W1, W2
+    (Z never formed), read back to the same outputs; a version-1 file (blocks) loads too."""
+    problem = ca.Problem(ca.heads.BlockFNO(groups=2, grid=(2, 5)), tokens(0), labels(0),
+                         beta=BETA)
+    solution = ca.solve(problem, tol=1e-6)
+    assert solution.heads is not None
+    save_solution(solution, model_path)
+    description = json.loads(model_path.with_suffix(".json").read_text())
+    assert description["form"] == "heads"
+    tensors = safetensors.torch.load_file(model_path.with_suffix(".safetensors"))
+    assert sorted(tensors) == ["W1", "W2", "intercept"]
+    model = load_model(model_path)
+    X = tokens(seed=5, n=11)
+    assert torch.equal(model.decision_function(X), solution.decision_function(X))
+    assert torch.equal(model.blocks, solution.blocks)
+    # the same model written as version 1 (blocks only) still loads
+    old = {"blocks": solution.blocks.contiguous(), "intercept": solution.intercept}
+    data = safetensors.torch.save(old)
+    model_path.with_suffix(".safetensors").write_bytes(data)
+    description.update(version=1)
+    description.pop("form")
+    description["tensors"]["sha256"] = hashlib.sha256(data).hexdigest()
+    model_path.with_suffix(".json").write_text(json.dumps(description))
+    legacy = load_model(model_path)
+    assert legacy.heads is None
+    torch.testing.assert_close(legacy.decision_function(X), solution.decision_function(X),
+                               atol=1e-12, rtol=0)

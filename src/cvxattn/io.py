@@ -2,9 +2,12 @@
 
 ``save_solution(solution, "model")`` writes two files:
 
-    model.safetensors   "blocks" Z (G, p, q), "intercept" b (c,), and "gates" when the head is
-                        gated (its explicit gates, float64), each in the dtype it was stored in
-    model.json          format version; the head (registry name, activation, n_gates, seed,
+    model.safetensors   "blocks" Z (G, p, q) — or, for a solution held as the network's heads
+                        (factorized solves, pooled collapses), "W1" (G, r, *w1) and "W2"
+                        (G, r, *w2), so that Z is never formed — "intercept" b (c,), and
+                        "gates" when the head is gated (its explicit gates, float64), each in
+                        the dtype it was stored in
+    model.json          format version; "form" (blocks or heads); the head (registry name, activation, n_gates, seed,
                         grid/groups for FNO heads, bound sizes s, d, c); the problem (loss, β,
                         fit_intercept, pooled or token-level); the certificate (objective,
                         lower bound, gap, status, method, …); the sha256 of model.safetensors;
@@ -38,6 +41,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,8 @@ from .solvers.solution import FittedBlocks, Solution
 __all__ = ["FORMAT", "VERSION", "FittedHead", "load_model", "save_solution"]
 
 FORMAT = "cvxattn.model"
-VERSION = 1
+VERSION = 2  # 2 added the heads form; version 1 files (blocks) still load
+_VERSIONS = (1, 2)
 _PACKAGES = ("cvxattn", "torch", "numpy", "safetensors")
 _SUFFIXES = (".json", ".safetensors")
 
@@ -67,13 +72,19 @@ class FittedHead(FittedBlocks):
     """
 
     head: Head
-    blocks: torch.Tensor  # Z (G, p, q)
+    dense: torch.Tensor | None  # Z (G, p, q) when stored as blocks
     intercept: torch.Tensor  # b (c,)
     pooled: bool  # pooled logits (n, c), else token-level outputs (n, s, c)
     loss: str
     fit_intercept: bool
     certificate: dict[str, Any] = field(repr=False)
     problem: dict[str, Any] = field(repr=False)
+    heads: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @cached_property
+    def blocks(self) -> torch.Tensor:
+        """Z (G, p, q): stored, or formed from the stored heads on first use."""
+        return self.dense if self.dense is not None else self.head.blocks_from_heads(*self.heads)
 
     @property
     def loss_name(self) -> str:
@@ -116,14 +127,21 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
         raise ValueError(f"solution: expected a head of the registry {tuple(REGISTRY)}, got "
                          f"{type(head).__name__}")
     tensor_path, json_path = _paths(path)
-    tensors = {"blocks": solution.blocks.detach().cpu().contiguous(),  # (G, p, q)
-               "intercept": solution.intercept.detach().cpu().contiguous()}  # (c,)
+    if solution.heads is not None:  # the network's heads: Z is never formed
+        form = "heads"
+        tensors = {"W1": solution.heads[0].detach().cpu().contiguous(),  # (G, r, *w1)
+                   "W2": solution.heads[1].detach().cpu().contiguous()}  # (G, r, *w2)
+    else:
+        form = "blocks"
+        tensors = {"blocks": solution.blocks.detach().cpu().contiguous()}  # (G, p, q)
+    tensors["intercept"] = solution.intercept.detach().cpu().contiguous()  # (c,)
     if head.gated:
         tensors["gates"] = head.gates.detach().cpu().contiguous()  # e.g. (m, d) for the MLP
     data = safetensors.torch.save(tensors, metadata={"format": FORMAT, "version": str(VERSION)})
     description = {
         "format": FORMAT,
         "version": VERSION,
+        "form": form,
         "tensors": {"file": tensor_path.name, "sha256": _sha256(data),
                     "shapes": {k: list(v.shape) for k, v in tensors.items()},
                     "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()}},
@@ -194,8 +212,8 @@ def load_model(path: str | os.PathLike) -> FittedHead:
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         found = description.get("format") if isinstance(description, dict) else description
         raise ValueError(f"{json_path}: expected format {FORMAT!r}, got {found!r}")
-    if description.get("version") != VERSION:
-        raise ValueError(f"{json_path}: expected format version {VERSION}, got "
+    if description.get("version") not in _VERSIONS:
+        raise ValueError(f"{json_path}: expected format version 1 or {VERSION}, got "
                          f"{description.get('version')!r} (written by another cvxattn version)")
     try:
         return _load(description, tensor_path, json_path)
@@ -218,7 +236,11 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
     tensors = safetensors.torch.load(data)
 
     info, problem = description["head"], description["problem"]
-    names = ["blocks", "intercept"] + (["gates"] if info["activation"] == "gated" else [])
+    form = description.get("form", "blocks")
+    if form not in ("blocks", "heads"):
+        raise ValueError(f"{json_path}: form: expected 'blocks' or 'heads', got {form!r}")
+    names = (["blocks"] if form == "blocks" else ["W1", "W2"]) + ["intercept"] \
+        + (["gates"] if info["activation"] == "gated" else [])
     if sorted(tensors) != sorted(names):
         raise ValueError(f"{tensor_path}: expected tensors {names}, got {sorted(tensors)}")
     try:  # explicit gates: bind checks them and samples nothing
@@ -234,14 +256,22 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
     if head.gated and head.n_gates != info["n_gates"]:
         raise ValueError(f"{tensor_path}: gates: expected {info['n_gates']} gates (from "
                          f"{json_path.name}), got {head.n_gates}")
-    shapes = {"blocks": (head.n_blocks, *head.block_shape), "intercept": (head.c,)}
+    shapes = {"intercept": (head.c,)}
+    if form == "blocks":
+        shapes["blocks"] = (head.n_blocks, *head.block_shape)
+    else:
+        r = tensors["W1"].shape[1] if tensors["W1"].ndim > 1 else -1
+        shapes["W1"] = (head.n_blocks, r, *head.w1_shape)
+        shapes["W2"] = (head.n_blocks, r, *head.w2_shape)
     for name, shape in shapes.items():
         if tuple(tensors[name].shape) != shape:
             raise ValueError(f"{tensor_path}: {name}: expected shape {shape} for "
                              f"{head!r} bound to (s, d, c) = {head.dims}, got "
                              f"{tuple(tensors[name].shape)}")
     certificate = {k: _float(v) for k, v in description["certificate"].items()}
-    return FittedHead(head=head, blocks=tensors["blocks"], intercept=tensors["intercept"],
+    heads = None if form == "blocks" else (tensors["W1"], tensors["W2"])
+    return FittedHead(head=head, dense=tensors.get("blocks"), heads=heads,
+                      intercept=tensors["intercept"],
                       pooled=bool(problem["pooled"]), loss=problem["loss"],
                       fit_intercept=bool(problem["fit_intercept"]), certificate=certificate,
                       problem=problem)

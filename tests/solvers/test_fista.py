@@ -50,7 +50,8 @@ def test_fista_reaches_the_cvxpy_optimum(references, name, head, seed):
     # earlier check, so a fresh certificate's own bound is no higher) ...
     cert = ca.certify(prob, sol.blocks, sol.intercept)
     assert cert.objective == pytest.approx(sol.objective, rel=1e-12)
-    assert cert.lower_bound <= sol.lower_bound + 1e-15
+    # (to rounding: a pooled collapse proves the same bound on the smaller program)
+    assert cert.lower_bound <= sol.lower_bound + 1e-14 * abs(sol.lower_bound)
     # ... and the lower bound lies below every primal value, the reference's included
     assert sol.lower_bound <= ref.objective * (1 + 1e-9)
 

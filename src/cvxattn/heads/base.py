@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,7 +35,7 @@ from torch import nn
 
 from .gates import check_gates, sample_gates
 
-__all__ = ["Head", "HeadNetwork", "HeadCost"]
+__all__ = ["Head", "HeadNetwork", "HeadCost", "Collapse"]
 
 ACTIVATIONS = ("linear", "gated")
 
@@ -52,6 +53,21 @@ def sample_chunks(n: int, per_sample: int, scale: int = 1):
     of ``per_sample`` elements a sample."""
     size = max(1, scale * CHUNK_ELEMENTS // per_sample)
     return (slice(start, min(start + size, n)) for start in range(0, n, size))
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """A pooled program that is exactly a smaller one (SPEC.md §3 identity 3): the collapsed
+    ``head`` on ``tokens(X)`` at β · ``beta_scale`` has the same optimal value and certificate,
+    ``collapse(Z)`` maps full blocks to collapsed ones (warm starts) and ``expand(W1, W2)``
+    maps the collapsed program's balanced heads to balanced heads of the full program."""
+
+    head: "Head"
+    tokens: Callable[[torch.Tensor], torch.Tensor]
+    beta_scale: float
+    collapse: Callable[[torch.Tensor], torch.Tensor]
+    expand: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    description: str
 
 
 @dataclass(frozen=True)
@@ -213,6 +229,10 @@ class Head:
         """Token-level outputs (n, s, c) of the network with heads W1 (G, r, *w1_shape),
         W2 (G, r, *w2_shape)."""
         raise NotImplementedError
+
+    def pooled_collapse(self) -> Collapse | None:
+        """The smaller program this one equals under mean pooling, or None (the default)."""
+        return None
 
     # ------------------------------------------------- exact attributions (SPEC.md §7)
     def pairs(self, Z: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .base import Head, HeadCost, design_adjoint
+from .base import Collapse, Head, HeadCost, design_adjoint
 
 __all__ = ["FNO", "BlockFNO"]
 
@@ -251,6 +251,30 @@ class BlockFNO(Head):
         if heads_per_block is None:
             return 3 * self._J * s * s * c + s * s * c
         return 2 * s * s * c + 3 * self.n_blocks * heads_per_block * s * s
+
+    def pooled_collapse(self):
+        """Linear heads under mean pooling see only Σ_u of the kernel (Σ_t X[t⊕u] = Σ_t X[t]):
+        p_b = x̄^{(b)}ᵀ W_b with W_b = Σ_u Z_b[(u, ·), ·]. The cheapest Z for a given W_b puts
+        W_b/s at every shift, with ‖Z_b‖_* = ‖W_b‖_*/√s, so the program is the block linear
+        model of the mean token (a B-FNO on a 1×1 grid) at β/√s (SPEC.md §3 identity 3)."""
+        s, d, c = self.dims
+        if self.gated or s == 1:  # s = 1: already the collapsed program
+            return None
+        B, root = self.groups, math.sqrt(s)
+        small = BlockFNO(groups=B, grid=(1, 1)).bind(1, d, c)
+
+        def expand(W1, W2):
+            # collapsed heads a (B, r, 1, d/B), b (B, r, c/B): Z_u = a bᵀ/s at every shift u,
+            # balanced as W1 = a·s^{-3/4} at every shift, W2 = b·s^{-1/4}
+            return W1.expand(-1, -1, s, -1) * s ** -0.75, W2 * s ** -0.25
+
+        return Collapse(
+            head=small, tokens=lambda X: X.mean(1, keepdim=True),  # (n, 1, d)
+            beta_scale=1.0 / root,
+            collapse=lambda Z: Z.reshape(B, s, d // B, c // B).sum(1),  # W_b = Σ_u Z_b,u
+            expand=expand,
+            description=f"solved as its pooled collapse (SPEC.md §3): a block linear model of "
+                        f"the mean token at β/√s, s = {s}")
 
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims

@@ -61,6 +61,10 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
+    collapse = problem.head.pooled_collapse() if problem.pooled else None
+    if collapse is not None and method in ("auto", "fista"):
+        return _solve_collapsed(problem, collapse, method, tol, int(max_iter), init, verbose,
+                                seed, memory_budget, callback)
     chosen = plan(problem, method, memory_budget)
     if chosen.method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
@@ -77,6 +81,33 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
                           callback=callback)
     return _fista(problem, tol, int(max_iter), _checked_blocks(problem, init), verbose,
                   callback)
+
+
+def _solve_collapsed(problem: Problem, collapse, method, tol, max_iter, init, verbose, seed,
+                     memory_budget, callback) -> Solution:
+    """Solve the smaller program that ``problem`` equals under mean pooling (SPEC.md §3
+    identity 3) and return it as the full program's solution: its objective, lower bound and
+    gap are the full program's (the collapse maps the blocks with the same loss and nuclear
+    norm, and the dual-feasibility conditions coincide), its heads are expanded to the full
+    head's, and Z is formed from them only on demand."""
+    X = problem.X
+    small = Problem(collapse.head, collapse.tokens(X), problem.y,
+                    problem.beta * collapse.beta_scale, loss=problem.loss.name,
+                    fit_intercept=problem.fit_intercept, n_classes=problem.c, dtype=X.dtype,
+                    device=X.device)
+    blocks = _checked_blocks(problem, init)
+    start = None if blocks is None else (collapse.collapse(blocks[0]), blocks[1])
+    found = solve(small, method=method, tol=tol, max_iter=max_iter, init=start,
+                  verbose=verbose, seed=seed, memory_budget=memory_budget, callback=callback)
+    W1, W2, _ = collapse.head.balance(*(found.heads if found.heads is not None
+                                        else collapse.head.heads_from_blocks(found.blocks)))
+    heads = collapse.expand(W1, W2)
+    return Solution.of(problem, heads=heads, intercept=found.intercept,
+                       objective=found.objective, lower_bound=found.lower_bound, gap=found.gap,
+                       status=found.status, method=found.method, n_iter=found.n_iter,
+                       seconds=found.seconds, certificate=replace(
+                           found.certificate, collapse=collapse.description),
+                       history=found.history)
 
 
 def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,

@@ -66,6 +66,7 @@ class CertificateInfo:
     probability: float | None = None
     checks: int | None = None
     precision: str | None = None
+    collapse: str | None = None  # solved as the smaller program the pooled one equals
 
     def __str__(self) -> str:
         if self.norms == "none":
@@ -80,7 +81,8 @@ class CertificateInfo:
                     f"ε = {self.epsilon:.2e}, with probability ≥ {self.probability:.4g} "
                     f"(Kuczyński–Woźniakowski bound, union over blocks and {self.checks} "
                     "certificate(s))")
-        return text if self.precision is None else f"{text}; {self.precision}"
+        notes = [text] + [note for note in (self.precision, self.collapse) if note]
+        return "; ".join(notes)
 
 
 @dataclass(frozen=True)
