@@ -12,17 +12,19 @@ from tests.helpers import C, GRID, S, labels, tokens
 
 
 @pytest.mark.parametrize("head", [ca.heads.FNO(grid=GRID), ca.heads.BlockFNO(groups=2,
-                                                                             grid=GRID)],
-                         ids=["fno", "bfno"])
+                                                                             grid=GRID),
+                                  ca.heads.Mixer()],
+                         ids=["fno", "bfno", "mixer"])
 def test_the_collapsed_solve_is_the_full_programs_optimum_and_certificate(head):
     problem = ca.Problem(head, tokens(0), labels(0), beta=0.05)
     solution = ca.solve(problem, tol=1e-9)
-    assert solution.certificate.collapse and "β/√s" in str(solution.certificate)
+    assert solution.certificate.collapse and "√s" in str(solution.certificate)
     assert solution.dense is None  # heads of the full head, Z formed on demand
-    Z = solution.blocks  # (G, s·d/B, c/B)
-    G, rows, cols = Z.shape
-    shifts = Z.reshape(G, S, rows // S, cols)
-    torch.testing.assert_close(shifts, shifts[:, :1].expand_as(shifts), atol=1e-14, rtol=0)
+    Z = solution.blocks  # FNO (G, s·d/B, c/B): the same kernel at every shift;
+    G, rows, cols = Z.shape  # Mixer (1, s², d·c): the same token weights for every query
+    repeated = Z.reshape(G, S, rows // S, cols)
+    torch.testing.assert_close(repeated, repeated[:, :1].expand_as(repeated), atol=1e-14,
+                               rtol=0)
     # at that point, the full program's own certificate is the collapsed program's, to
     # rounding: same objective, same dual bound
     cert = ca.certify(problem, Z, solution.intercept)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head, HeadCost, sample_chunks
+import math
 
-__all__ = ["Mixer"]
+from .base import Collapse, Head, HeadCost, sample_chunks
+
+__all__ = ["Mixer", "TokenWeights"]
 
 
 class Mixer(Head):
@@ -189,6 +191,29 @@ class Mixer(Head):
             return 3 * s * s * c + s * s * d
         return 2 * s * s * c + self.n_blocks * heads_per_block * s * s * (c + d)
 
+    def pooled_collapse(self):
+        """The linear Mixer under mean pooling sees only the query-mean of its token mixing:
+        p = Σ_{t,k} X[t,k] Z̄[t,(k,o)] with Z̄ = (1/s) Σ_a Z[(a,·),·]. The cheapest Z for a given
+        Z̄ repeats it for every query a, with ‖Z‖_* = √s ‖Z̄‖_*, so the program is the token-
+        weights model of :class:`TokenWeights` at β√s (SPEC.md §3 identity 3)."""
+        s, d, c = self.dims
+        if self.gated or s == 1:
+            return None
+        small = TokenWeights().bind(s, d, c)
+
+        def expand(W1, W2):
+            # collapsed heads a (1, r, s), b (1, r, d, c): Z[(a,t),·] = Σ_r a_r[t] vec(b_r) for
+            # every query a, balanced as W1[a, t] = s^{-1/4} a[t], W2 = s^{1/4} b
+            full = W1[:, :, None, :].expand(-1, -1, s, -1) * s ** -0.25  # (1, r, s, s)
+            return full, W2 * s ** 0.25
+
+        return Collapse(
+            head=small, tokens=lambda X: X, beta_scale=math.sqrt(s),
+            collapse=lambda Z: Z.reshape(1, s, s, d * c).mean(1),  # Z̄ = mean over queries
+            expand=expand,
+            description=f"solved as its pooled collapse (SPEC.md §3): a linear model of the "
+                        f"token weights Z̄ (s × d·c) at β√s, s = {s}")
+
     def cost(self, heads_per_block, pooled=True):
         s, d, c = self.dims
         heads = self.n_blocks * heads_per_block
@@ -208,3 +233,55 @@ class Mixer(Head):
         return HeadCost(lift=m * s * d, design=m * s * s * d, map=work,
                         map_flops=4 * m * s * s * d * c, network=mixed,
                         network_flops=mixed_flops + 2 * m * s * s * d)
+
+
+class TokenWeights(Head):
+    """The program the linear Mixer collapses to under mean pooling (SPEC.md §3 identity 3):
+    p[o] = Σ_{t,k} X[t,k] Z̄[t,(k,o)], one block Z̄ ∈ R^{s×dc} under β√s ‖Z̄‖_*; its network is
+    Σ_r (Σ_t w1_r[t] x_t)ᵀ W2_r, a weighted sum of the tokens and a linear map. Solved in
+    place of the full Mixer program, never on its own (pooled outputs only; not in the
+    registry).
+
+    >>> import cvxattn as ca
+    >>> ca.heads.mixer.TokenWeights().bind(s=6, d=5, c=3).block_shape   # (s, d·c)
+    (6, 15)
+    """
+
+    name = "token-weights"
+
+    @property
+    def block_shape(self):
+        return (self.s, self.d * self.c)
+
+    @property
+    def w1_shape(self):
+        return (self.s,)
+
+    @property
+    def w2_shape(self):
+        return (self.d, self.c)
+
+    def lift(self, X, design=None):
+        n, s, d = X.shape
+        # the design is X itself, (n, 1, s·d): Z̄ read as ((t,k), o) is a plain reshape
+        return {"X": X, "design": X.reshape(n, 1, s * d)}
+
+    def tokens(self, Z, data):
+        raise NotImplementedError("TokenWeights has pooled outputs only (the collapse of a "
+                                  "pooled linear Mixer)")
+
+    def network_tokens(self, W1, W2, data):
+        raise NotImplementedError("TokenWeights has pooled outputs only (the collapse of a "
+                                  "pooled linear Mixer)")
+
+    def network_pooled(self, W1, W2, data):
+        pooled = torch.einsum("grt,ntk->ngrk", W1, data["X"])  # (n, G, r, d)
+        return torch.einsum("ngrk,grko->no", pooled, W2)
+
+    def cost(self, heads_per_block, pooled=True):
+        s, d, c = self.dims
+        heads = heads_per_block
+        # the design is a view of X: nothing lifted
+        return HeadCost(lift=0, design=0, map=2 * c, map_flops=4 * s * d * c,
+                        network=3 * heads * d + 2 * c,
+                        network_flops=4 * heads * (s * d + d * c))
