@@ -99,6 +99,19 @@ class Problem:
         other._data = self._data
         return other
 
+    def collapsed(self):
+        """(the smaller program, its :class:`~cvxattn.heads.base.Collapse`) when this pooled
+        program equals one (SPEC.md §3 identity 3: the linear FNO, B-FNO and Mixer), else
+        None. The smaller program shares the tokens and targets."""
+        collapse = self.head.pooled_collapse() if self.pooled else None
+        if collapse is None:
+            return None
+        small = Problem(collapse.head, collapse.tokens(self.X), self.y,
+                        self.beta * collapse.beta_scale, loss=self.loss.name,
+                        fit_intercept=self.fit_intercept, n_classes=self.c,
+                        dtype=self.X.dtype, device=self.X.device)
+        return small, collapse
+
     def astype(self, dtype: torch.dtype) -> "Problem":
         """The same problem with its tokens (and real targets) in ``dtype``; lifted anew."""
         other = copy.copy(self)

@@ -28,9 +28,8 @@ def test_the_collapsed_solve_is_the_full_programs_optimum_and_certificate(head):
     # at that point, the full program's own certificate is the collapsed program's, to
     # rounding: same objective, same dual bound
     cert = ca.certify(problem, Z, solution.intercept)
-    collapse = problem.head.pooled_collapse()
-    small = ca.Problem(collapse.head, collapse.tokens(problem.X), problem.y,
-                       problem.beta * collapse.beta_scale)
+    small, collapse = problem.collapsed()
+    assert ca.solvers.plan(problem).method == ca.solvers.plan(small).method == "fista"
     small_cert = ca.certify(small, collapse.collapse(Z), solution.intercept)
     assert cert.objective == pytest.approx(solution.objective, rel=1e-12)
     assert cert.objective == pytest.approx(small_cert.objective, rel=1e-12)

@@ -61,10 +61,10 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
-    collapse = problem.head.pooled_collapse() if problem.pooled else None
-    if collapse is not None and method in ("auto", "fista"):
-        return _solve_collapsed(problem, collapse, method, tol, int(max_iter), init, verbose,
-                                seed, memory_budget, callback)
+    collapsed = problem.collapsed() if method in ("auto", "fista") else None
+    if collapsed is not None:
+        return _solve_collapsed(problem, *collapsed, method, tol, int(max_iter), init,
+                                verbose, seed, memory_budget, callback)
     chosen = plan(problem, method, memory_budget)
     if chosen.method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
@@ -83,18 +83,13 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
                   callback)
 
 
-def _solve_collapsed(problem: Problem, collapse, method, tol, max_iter, init, verbose, seed,
-                     memory_budget, callback) -> Solution:
+def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, max_iter, init,
+                     verbose, seed, memory_budget, callback) -> Solution:
     """Solve the smaller program that ``problem`` equals under mean pooling (SPEC.md §3
     identity 3) and return it as the full program's solution: its objective, lower bound and
     gap are the full program's (the collapse maps the blocks with the same loss and nuclear
     norm, and the dual-feasibility conditions coincide), its heads are expanded to the full
     head's, and Z is formed from them only on demand."""
-    X = problem.X
-    small = Problem(collapse.head, collapse.tokens(X), problem.y,
-                    problem.beta * collapse.beta_scale, loss=problem.loss.name,
-                    fit_intercept=problem.fit_intercept, n_classes=problem.c, dtype=X.dtype,
-                    device=X.device)
     blocks = _checked_blocks(problem, init)
     start = None if blocks is None else (collapse.collapse(blocks[0]), blocks[1])
     found = solve(small, method=method, tol=tol, max_iter=max_iter, init=start,

@@ -182,10 +182,15 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     """Choose how to solve ``problem`` within ``memory_budget`` bytes (default 60% of what is
     available); raise :class:`MemoryBudgetError` when no way fits.
 
-    ``"auto"`` takes FISTA when its estimated peak fits and one iteration's dense SVDs are cheap
+    A pooled program that equals a smaller one (``Problem.collapsed``) is planned as that
+    one, which is what :func:`cvxattn.solve` solves. ``"auto"`` takes FISTA when its
+    estimated peak fits and one iteration's dense SVDs are cheap
     (G·p·q·min(p, q) ≤ 10⁸ flops), else the factorized solver with the largest chunk of
     samples that fits.
     """
+    collapsed = problem.collapsed() if method in ("auto", "fista") else None
+    if collapsed is not None:  # solve() solves the smaller program this one equals
+        return plan(collapsed[0], method, memory_budget)
     budget = _budget(problem, memory_budget)
     head = problem.head
     p, q = head.block_shape
