@@ -24,7 +24,7 @@ import torch
 
 from ..problem import Problem
 
-__all__ = ["Certificate", "certify"]
+__all__ = ["Certificate", "certify", "dual_bound"]
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,20 @@ def scaled_dual_value(problem: Problem, duals: torch.Tensor, grad_blocks: torch.
     intercept. Returns (D, θ, the spectral norms).
     """
     norms = problem.regularizer.dual_norms(grad_blocks)  # (G,)
+    value, theta = dual_bound(problem, duals, norms)
+    return value, theta, norms
+
+
+def dual_bound(problem: Problem, duals: torch.Tensor, norms: torch.Tensor
+               ) -> tuple[float, float]:
+    """The dual value D(θΛ) and θ = min(1, β / max_g σ_g) for duals Λ (in the conjugate's
+    domain, summing to zero over samples with an intercept) and bounds σ_g ≥ ‖M_g‖_op of the
+    gradient blocks, however they were computed (an SVD, or a Lanczos bound). Every method's
+    lower bound is this one function: D(θΛ) ≤ P* whenever every σ_g bounds its norm."""
     largest = float(norms.max())
     theta = 1.0 if largest <= problem.beta else problem.beta / largest
-    return float(problem.loss.dual_value(theta * duals, problem.y)), theta, norms
+    with torch.no_grad():
+        return float(problem.loss.dual_value(theta * duals, problem.y)), theta
 
 
 class DualExtrapolation:

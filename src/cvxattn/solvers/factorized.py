@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..problem import Problem
-from .certificate import relative_gap
+from .certificate import dual_bound, relative_gap
 from .krylov import KrylovNorm
 from .passes import NetworkPasses
 from .solution import (CertificateInfo, Checkpoint, Solution, Status, no_progress,
@@ -88,10 +88,7 @@ def _check(problem: Problem, passes: NetworkPasses, W1, W2, b, warm, seed: int, 
                         warm=warm, seed=seed)
 
     def dual_value(sigmas: torch.Tensor) -> float:
-        largest = float(sigmas.max())
-        theta = 1.0 if largest <= beta else beta / largest
-        with torch.no_grad():
-            return float(loss.dual_value(theta * duals, problem.y))
+        return dual_bound(problem, duals, sigmas)[0]
 
     def proven() -> float:
         epsilon = krylov.epsilon(delta)
