@@ -113,3 +113,14 @@ def test_bad_input_is_refused_by_name(gated_attention):
         token_clusters(gated_attention, X, seed=-1)
     with pytest.raises(ValueError, match="X: expected tokens of shape"):
         token_clusters(gated_attention, tokens(2, s=9))
+
+
+def test_clusters_in_chunks_equal_clusters_at_once(gated_attention):
+    """A small memory budget splits the profiles into chunks; nothing changes."""
+    X = tokens(2, n=9)
+    whole = token_clusters(gated_attention, X, max_clusters=5)
+    chunked = token_clusters(gated_attention, X, max_clusters=5, memory_budget=400_000)
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+    np.testing.assert_allclose(chunked.affinity, whole.affinity, atol=1e-13)
+    from cvxattn.explain import token_profiles
+    assert token_profiles(gated_attention, X).shape[:2] == (9, 10)

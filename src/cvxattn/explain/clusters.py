@@ -57,18 +57,23 @@ def token_profiles(model, X, *, memory_budget=None) -> torch.Tensor:
     """Each token's profile (n, s, F) as the head sees it (see the module docstring)."""
     model = fitted(model)
     X = checked_tokens(model, X)
+    return torch.cat(list(_profile_chunks(model, X, None, memory_budget)))
+
+
+def _profile_chunks(model, X, kept: int | None, memory_budget):
+    """The profiles (rows, s, F) of successive chunks of samples, sized so that a chunk's
+    profiles and intermediates fit beside ``kept`` elements a sample of results (None: the
+    profiles themselves, all kept)."""
     head = model.head
     W1, W2 = model.balanced_heads()
-    n, s, _ = X.shape
-    probe = head.token_profiles(W1, W2, head.lift(X[:1], design=False))  # (1, s, F)
-    width = probe.shape[2]
-    slices = sample_slices(n, 4 * s * width + head.pair_elements(W1.shape[1]), s * width,
+    s = X.shape[1]
+    width = head.token_profiles(W1, W2, head.lift(X[:1], design=False)).shape[2]  # F
+    kept = s * width if kept is None else kept
+    slices = sample_slices(X.shape[0], 5 * s * width + head.pair_elements(W1.shape[1]), kept,
                            X.element_size(), memory_budget, "token profiles")
-    out = X.new_empty((n, s, width))
     with torch.no_grad():
         for rows in slices:
-            out[rows] = head.token_profiles(W1, W2, head.lift(X[rows], design=False))
-    return out
+            yield head.token_profiles(W1, W2, head.lift(X[rows], design=False))
 
 
 def affinity(profiles: torch.Tensor, neighbours: int = 7) -> np.ndarray:
@@ -170,7 +175,9 @@ def token_clusters(model, X, max_clusters: int = 6, seed: int = 0, *,
                          f"image), got {max_clusters!r}")
     if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: expected an integer ≥ 0, got {seed!r}")
-    A = affinity(token_profiles(model, X, memory_budget=memory_budget))  # (n, s, s)
+    # profiles chunk by chunk, each turned into its affinity at once: only (n, s, s) is kept
+    A = np.concatenate([affinity(P) for P in _profile_chunks(model, X, s * s,
+                                                               memory_budget)])  # (n, s, s)
     labels = np.empty(A.shape[:2], dtype=np.int64)
     counts = np.empty(A.shape[0], dtype=np.int64)
     eigenvalues = np.empty(A.shape[:2])
