@@ -173,3 +173,14 @@ def test_cache_images_refuses_a_cache_whose_images_changed(cache):
     unnamed = dataclasses.replace(tokens, manifest={})
     with pytest.raises(ValueError, match="features: expected a manifest that names"):
         cache_images(unnamed)
+
+
+def test_the_page_describes_a_solution_and_a_loaded_model_alike(cache, model):
+    from cvxattn.explain.gallery import _describe
+
+    fitted = ca.io.load_model(model)
+    tokens = load(cache)
+    solution = ca.solve(ca.Problem(fitted.head, tokens.X, tokens.y, beta=0.01), tol=1e-4)
+    for described in (_describe(solution), _describe(fitted)):
+        labels = dict(described)
+        assert labels["β"] == "0.01" and labels["status"] == "optimal" and "head" in labels

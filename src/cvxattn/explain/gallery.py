@@ -150,8 +150,8 @@ def _describe(model) -> list[tuple[str, str]]:
         if value is not None:
             lines.append((name.replace("_", " "), f"{value:.6g}" if isinstance(value, float)
                           else str(value)))
-    problem = getattr(model, "problem", None)
-    beta = problem.get("beta") if isinstance(problem, dict) else getattr(problem, "beta", None)
+    problem = getattr(model, "problem", None)  # a loaded model keeps its problem's settings
+    beta = problem.get("beta") if isinstance(problem, dict) else getattr(model, "beta", None)
     if beta is not None:
         lines.insert(1, ("β", f"{beta:g}"))
     return lines
