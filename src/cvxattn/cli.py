@@ -12,6 +12,7 @@ one-line message naming the option.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
 import sys
@@ -20,6 +21,8 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import torch
 
 from . import __version__
 from . import digits as _digits
@@ -202,6 +205,19 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's intra-op threads set to ``n`` (None: unchanged) for the block, then restored:
+    the command line is the one place that sets process-wide state."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _collect(rows) -> tuple[list[dict], bool]:
     """The rows of an iterator until it ends or Ctrl-C stops it; (rows, interrupted)."""
     done: list[dict] = []
@@ -236,7 +252,8 @@ def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     _progress(f"digits: {len(data.y_train)} training and {len(data.y_test)} test images, "
               f"16 tokens × 4 features (2×2 patches, 4×4 grid), seed {config.seed}")
-    rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress))
+    with _threads(config.threads):
+        rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress))
     total = time.perf_counter() - start
     table = format_table(rows, _digits.table_columns(config))
     notes = _digits_notes(rows)
@@ -337,8 +354,9 @@ def _run_table(config, data, description: str, argv: Sequence[str], title: str,
     """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130).
     ``fitted`` receives the convex heads' (row, solution) pairs."""
     _progress(description)
-    rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress,
-                                                  fitted=fitted))
+    with _threads(config.threads):
+        rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress,
+                                                      fitted=fitted))
     total = time.perf_counter() - start
     table = format_table(rows, _table.table_columns())
     notes = _table.notes_for(rows)
@@ -409,7 +427,8 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
                         start, fitted)
     if status == 0 and config.gallery:
         begin = time.perf_counter()
-        page = _pipeline.run_gallery(config, data, fitted)
+        with _threads(config.threads):
+            page = _pipeline.run_gallery(config, data, fitted)
         if page is not None:
             print(f"explanations: {page} ({time.perf_counter() - begin:.1f} s)")
     return status

@@ -23,7 +23,6 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .heads import REGISTRY, create
 from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
@@ -105,8 +104,9 @@ class DigitsConfig:
         "add a scikit-learn LogisticRegression row (lbfgs, C = 1) on the flattened tokens "
         "(all 64 pixels)"))
     threads: int = field(default=1, metadata=_meta(
-        "torch intra-op threads; 1 is fastest for these small problems (more threads are "
-        "much slower when the machine is busy)", metavar="N"))
+        "torch intra-op threads, set by the command line for the run (library code never "
+        "sets them); 1 is fastest for these small problems (more threads are much slower "
+        "when the machine is busy)", metavar="N"))
     out: Path | None = field(default=None, metadata=_meta(
         "write the table to DIR/digits.md and DIR/digits.json (atomically, with the "
         "command line, the library versions, the date and this configuration)",
@@ -278,20 +278,15 @@ def iter_rows(config: DigitsConfig, data: DigitsData | None = None,
     """Fit every requested head, then the baseline; yield each row as soon as it is done."""
     data = prepare(config) if data is None else data
     jobs = [(h, a) for h in config.heads for a in config.activations]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        for k, (name, activation) in enumerate(jobs, 1):
-            row = fit_head(config, data, name, activation)
-            if progress is not None:
-                progress(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} "
-                         f"test acc {100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} "
-                         f"({row['status']})  {row['seconds']:.1f}s")
-            yield row
-        if config.baseline:
-            yield fit_baseline(data)
-    finally:
-        torch.set_num_threads(threads)
+    for k, (name, activation) in enumerate(jobs, 1):
+        row = fit_head(config, data, name, activation)
+        if progress is not None:
+            progress(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} "
+                     f"test acc {100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} "
+                     f"({row['status']})  {row['seconds']:.1f}s")
+        yield row
+    if config.baseline:
+        yield fit_baseline(data)
 
 
 def run(config: DigitsConfig, data: DigitsData | None = None,

@@ -113,7 +113,8 @@ class ProtocolConfig:
     seed: int = field(default=0, metadata=_meta(
         "seed of the validation split, the gates and the AdamW runs"))
     threads: int | None = field(default=None, metadata=_meta(
-        "torch threads (default: torch's, all cores)", metavar="N"))
+        "torch threads, set by the command line for the run (library code never sets them; "
+        "default: torch's, all cores)", metavar="N"))
     out: Path = field(default=Path("results"), metadata=_meta(
         "folder for table.md, table.csv, table.json, accuracy.png and gap.png (written "
         "atomically)", metavar="DIR"))
@@ -336,45 +337,39 @@ def iter_rows(config: ProtocolConfig, data: TableData,
     head, for what comes after the table (the explanation gallery)."""
     say = progress or (lambda message: None)
     jobs = [(h, a) for h in config.heads for a in config.activations]
-    threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        for k, (name, activation) in enumerate(jobs, 1):
-            gated = activation == "gated"
-            head = create(name, activation, config.n_gates[name], config.seed, data.grid,
-                          config.bfno_groups)
-            values, solution = fit_convex(head, data, config.beta, config.tol,
-                                          config.select_tol, config.max_iter, config.method,
-                                          n_classes=data.n_classes,
-                                          dtype=DTYPES[config.dtype])
-            row = _row(name, activation, "cvxattn",
-                       gates=config.n_gates[name] if gated else None, **values)
-            if fitted is not None:
-                fitted[name, activation] = (row, solution)
-            say(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} test acc "
-                f"{100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} ({row['status']})  "
-                f"{row['heads']} heads  {row['seconds']:.1f}s (+{row['select_seconds'] or 0:.1f}"
-                "s picking β)")
+    for k, (name, activation) in enumerate(jobs, 1):
+        gated = activation == "gated"
+        head = create(name, activation, config.n_gates[name], config.seed, data.grid,
+                      config.bfno_groups)
+        values, solution = fit_convex(head, data, config.beta, config.tol,
+                                      config.select_tol, config.max_iter, config.method,
+                                      n_classes=data.n_classes,
+                                      dtype=DTYPES[config.dtype])
+        row = _row(name, activation, "cvxattn",
+                   gates=config.n_gates[name] if gated else None, **values)
+        if fitted is not None:
+            fitted[name, activation] = (row, solution)
+        say(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} test acc "
+            f"{100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} ({row['status']})  "
+            f"{row['heads']} heads  {row['seconds']:.1f}s (+{row['select_seconds'] or 0:.1f}"
+            "s picking β)")
+        yield row
+        if "networks" in config.fitted_baselines:
+            net_row = fit_network(config, data, row, solution)
+            say(f"      its network by AdamW: objective {net_row['objective']:.4f} "
+                f"({100 * net_row['excess']:+.1f}% vs P), test acc "
+                f"{100 * net_row['test_acc']:.2f}%  {net_row['seconds']:.1f}s")
+            yield net_row
+    if "logistic" in config.fitted_baselines:
+        row = fit_logistic(data, config.seed)
+        say(f"logistic: test acc {100 * row['test_acc']:.2f}%  {row['seconds']:.1f}s")
+        yield row
+    for kind in ("mlp", "attention"):
+        if kind in config.fitted_baselines:
+            row = fit_adamw_baseline(config, data, kind)
+            say(f"{row['head']} by AdamW: test acc {100 * row['test_acc']:.2f}%  "
+                f"{row['seconds']:.1f}s")
             yield row
-            if "networks" in config.fitted_baselines:
-                net_row = fit_network(config, data, row, solution)
-                say(f"      its network by AdamW: objective {net_row['objective']:.4f} "
-                    f"({100 * net_row['excess']:+.1f}% vs P), test acc "
-                    f"{100 * net_row['test_acc']:.2f}%  {net_row['seconds']:.1f}s")
-                yield net_row
-        if "logistic" in config.fitted_baselines:
-            row = fit_logistic(data, config.seed)
-            say(f"logistic: test acc {100 * row['test_acc']:.2f}%  {row['seconds']:.1f}s")
-            yield row
-        for kind in ("mlp", "attention"):
-            if kind in config.fitted_baselines:
-                row = fit_adamw_baseline(config, data, kind)
-                say(f"{row['head']} by AdamW: test acc {100 * row['test_acc']:.2f}%  "
-                    f"{row['seconds']:.1f}s")
-                yield row
-    finally:
-        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------- output
