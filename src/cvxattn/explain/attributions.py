@@ -40,14 +40,13 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 
 from ..heads.base import CHUNK_ELEMENTS, Head, HeadNetwork
 from ..problem import as_tokens
-from ..solvers.memory import DEFAULT_FRACTION, MemoryBudgetError, available_memory
-from ..solvers.solution import RANK_RTOL, FittedBlocks
+from ..solvers.memory import MemoryBudgetError, budget_bytes
+from ..solvers.solution import FittedBlocks, balanced_heads
 
 __all__ = ["Fitted", "fitted", "token_contributions", "pair_contributions", "ROLES"]
 
@@ -85,13 +84,7 @@ class Fitted:
         """The balanced heads (W1, W2) of the blocks: the SVD split of each Z_g, so that every
         head's ‖W1_r‖ = ‖W2_r‖ = √σ_r and the heads depend on Z only (not on how a network
         happened to be trained)."""
-        if self.heads is not None:
-            W1, W2, _ = self.head.balance(*self.heads, rtol=RANK_RTOL)
-            if W1.shape[1] == 0:  # Z = 0
-                W1 = W1.new_zeros((W1.shape[0], 1, *self.head.w1_shape))
-                W2 = W2.new_zeros((W2.shape[0], 1, *self.head.w2_shape))
-            return W1, W2
-        return self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
+        return balanced_heads(self.head, self.heads, self.blocks)  # one of the two is None
 
 
 def fitted(model) -> Fitted:
@@ -127,14 +120,7 @@ def sample_slices(n: int, per_sample: int, kept: int, itemsize: int, memory_budg
     result) and needs ``per_sample`` elements of intermediates a sample, within the budget
     (bytes; None: 60% of the memory available). Raises MemoryBudgetError naming ``what``
     when even one sample beside the whole result does not fit."""
-    if memory_budget is None:
-        budget = int(DEFAULT_FRACTION * available_memory())
-    elif not isinstance(memory_budget, Real) or isinstance(memory_budget, bool) \
-            or not memory_budget > 0:
-        raise ValueError(f"memory_budget: expected a number of bytes > 0 or None, got "
-                         f"{memory_budget!r}")
-    else:
-        budget = int(memory_budget)
+    budget = budget_bytes(memory_budget)
     result = n * kept * itemsize
     if result + per_sample * itemsize > budget:
         raise MemoryBudgetError(

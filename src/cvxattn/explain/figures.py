@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..files import write_atomic
-from ..solvers.solution import RANK_RTOL
+from ..solvers.solution import block_ranks
 from .faithfulness import backbone_view
 
 __all__ = ["explanation_figure", "spectrum_figure", "rank_path_figure", "save_png",
@@ -138,15 +139,14 @@ def spectrum_figure(sigma: np.ndarray, norms: np.ndarray | None = None,
     figure = _figure(10 if norms is not None else 5.5, 3.8)
     axes = figure.subplots(1, 2 if norms is not None else 1)
     ax = axes[0] if norms is not None else axes
-    top = sigma.max() if sigma.size else 0.0
-    for g, row in enumerate(sigma):
-        kept = row[row > RANK_RTOL * top] if top > 0 else row[:0]
+    ranks = block_ranks(torch.as_tensor(sigma)).tolist()
+    for g, (row, rank) in enumerate(zip(sigma, ranks)):
+        kept = row[:rank]  # σ descending: the nonzero ones
         ax.plot(np.arange(1, len(kept) + 1), kept, marker="o", markersize=3, linewidth=1,
                 label=f"block {g}" if len(sigma) <= 10 else None)
     ax.set_yscale("log")
     ax.set_xlabel("index i")
     ax.set_ylabel("σ_i(Z_g)")
-    ranks = [(row > RANK_RTOL * top).sum() for row in sigma] if top > 0 else [0] * len(sigma)
     ax.set_title(f"singular values of the blocks (ranks {', '.join(map(str, ranks[:8]))}"
                  f"{', …' if len(ranks) > 8 else ''})", fontsize=9)
     if 1 < len(sigma) <= 10:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from ..heads.attention import SelfAttention
-from ..solvers.solution import RANK_RTOL
+from ..solvers.solution import block_ranks
 from .attributions import fitted
 
 __all__ = ["spectrum", "block_norms", "rank_path"]
@@ -37,13 +37,6 @@ def spectrum(model) -> torch.Tensor:
     if model.heads is not None:
         return model.head.balance(*model.heads)[2]  # (G, k), from the heads' QR factors
     return torch.linalg.svdvals(model.blocks)
-
-
-def ranks(sigma: torch.Tensor) -> torch.Tensor:
-    """Rank of each block, (G,): singular values above RANK_RTOL · the largest."""
-    if sigma.numel() == 0:
-        return torch.zeros(sigma.shape[0], dtype=torch.int64)
-    return (sigma > RANK_RTOL * sigma.max().clamp_min(torch.finfo(sigma.dtype).tiny)).sum(1)
 
 
 def block_norms(model) -> torch.Tensor:
@@ -76,7 +69,7 @@ def rank_path(solutions: Sequence) -> list[dict]:
     out = []
     for solution in solutions:
         sigma = spectrum(solution)
-        rank = ranks(sigma)
+        rank = block_ranks(sigma)
         out.append({"beta": float(solution.beta), "ranks": rank.tolist(),
                     "heads": int(rank.sum()),
                     "spectrum": [row[:r].tolist() for row, r in zip(sigma, rank.tolist())],

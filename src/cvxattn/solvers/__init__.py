@@ -17,7 +17,8 @@ from .fista import fista
 from .memory import MemoryBudgetError, Plan, plan
 from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
-from .solution import CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status
+from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status,
+                       balanced_heads)
 
 __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate", "Solution",
            "Status", "CertificateInfo", "Checkpoint", "ConvergenceWarning", "METHODS",
@@ -94,9 +95,7 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
     start = None if blocks is None else (collapse.collapse(blocks[0]), blocks[1])
     found = solve(small, method=method, tol=tol, max_iter=max_iter, init=start,
                   verbose=verbose, seed=seed, memory_budget=memory_budget, callback=callback)
-    W1, W2, _ = collapse.head.balance(*(found.heads if found.heads is not None
-                                        else collapse.head.heads_from_blocks(found.blocks)))
-    heads = collapse.expand(W1, W2)
+    heads = collapse.expand(*balanced_heads(collapse.head, found.heads, found.dense))
     return Solution.of(problem, heads=heads, intercept=found.intercept,
                        objective=found.objective, lower_bound=found.lower_bound, gap=found.gap,
                        status=found.status, method=found.method, n_iter=found.n_iter,

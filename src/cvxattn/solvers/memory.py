@@ -20,7 +20,8 @@ import torch
 from ..heads.base import DESIGN_BUDGET
 from ..problem import Problem
 
-__all__ = ["MemoryBudgetError", "Plan", "plan", "available_memory", "DEFAULT_FRACTION"]
+__all__ = ["MemoryBudgetError", "Plan", "plan", "available_memory", "budget_bytes",
+           "DEFAULT_FRACTION"]
 
 DEFAULT_FRACTION = 0.6  # of the memory available when the solve starts
 SVD_FLOPS_LIMIT = 1e8  # per FISTA iteration; beyond it the dense SVDs dominate: factorized
@@ -125,9 +126,10 @@ def _address_space_available() -> int | None:
     return max(soft - size, 0)
 
 
-def _budget(problem: Problem, memory_budget) -> int:
+def budget_bytes(memory_budget, device=None) -> int:
+    """``memory_budget`` in bytes, checked; None: 60% of the memory available on ``device``."""
     if memory_budget is None:
-        return int(DEFAULT_FRACTION * available_memory(problem.X.device))
+        return int(DEFAULT_FRACTION * available_memory(device))
     if not isinstance(memory_budget, Real) or isinstance(memory_budget, bool) \
             or not math.isfinite(memory_budget) or memory_budget <= 0:
         raise ValueError(f"memory_budget: expected a number of bytes > 0 or None, got "
@@ -191,7 +193,7 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     collapsed = problem.collapsed() if method in ("auto", "fista") else None
     if collapsed is not None:  # solve() solves the smaller program this one equals
         return plan(collapsed[0], method, memory_budget)
-    budget = _budget(problem, memory_budget)
+    budget = budget_bytes(memory_budget, problem.X.device)
     head = problem.head
     p, q = head.block_shape
     if method == "cvxpy":

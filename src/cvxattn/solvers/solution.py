@@ -14,7 +14,7 @@ from ..heads.base import Head, HeadNetwork
 from ..problem import Problem, as_tokens
 
 __all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
-           "Status", "CertificateInfo", "no_progress", "warn_unconverged"]
+           "Status", "CertificateInfo", "balanced_heads", "block_ranks", "no_progress", "warn_unconverged"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
@@ -130,6 +130,27 @@ def warn_unconverged(solver: str, status: str, n_iter: int, gap: float, tol: flo
             "the gap)", ConvergenceWarning, stacklevel=4)
 
 
+def block_ranks(sigma: torch.Tensor) -> torch.Tensor:
+    """Rank of each block from its singular values σ (G, k): those above RANK_RTOL · the
+    largest of the whole solution, (G,)."""
+    if sigma.numel() == 0:
+        return torch.zeros(sigma.shape[0], dtype=torch.int64)
+    return (sigma > RANK_RTOL * sigma.max().clamp_min(torch.finfo(sigma.dtype).tiny)).sum(1)
+
+
+def balanced_heads(head, heads=None, blocks=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced heads (W1, W2) of a fitted point, from its heads (re-balanced without forming
+    Z) or else from its blocks (the SVD split): ‖W1_r‖ = ‖W2_r‖ = √σ_r, singular values below
+    RANK_RTOL · max dropped, at least one (zero) head per block."""
+    if heads is None:
+        return head.heads_from_blocks(blocks, rtol=RANK_RTOL)
+    W1, W2, _ = head.balance(*heads, rtol=RANK_RTOL)
+    if W1.shape[1] == 0:  # Z = 0: one zero head per block, as heads_from_blocks gives
+        W1 = W1.new_zeros((W1.shape[0], 1, *head.w1_shape))
+        W2 = W2.new_zeros((W2.shape[0], 1, *head.w2_shape))
+    return W1, W2
+
+
 class FittedBlocks:
     """What fitted blocks do, for :class:`Solution` and a model loaded from disk alike.
 
@@ -146,9 +167,7 @@ class FittedBlocks:
             S = self.head.balance(*self.heads)[2]  # (G, k), from the heads without forming Z
         else:
             S = torch.linalg.svdvals(self.blocks)  # (G, k)
-        if S.numel() == 0:
-            return torch.zeros(S.shape[0], dtype=torch.int64)
-        return (S > RANK_RTOL * S.max().clamp_min(torch.finfo(S.dtype).tiny)).sum(1)
+        return block_ranks(S)
 
     @property
     def n_heads(self) -> int:
@@ -180,13 +199,8 @@ class FittedBlocks:
     def to_network(self) -> HeadNetwork:
         """The network with exactly these outputs: balanced heads from the SVD of each block,
         so that mean loss + β · weight_decay equals ``objective``."""
-        if self.heads is not None:
-            W1, W2, _ = self.head.balance(*self.heads, rtol=RANK_RTOL)
-            if W1.shape[1] == 0:  # Z = 0: one zero head per block, as heads_from_blocks gives
-                W1 = W1.new_zeros((W1.shape[0], 1, *self.head.w1_shape))
-                W2 = W2.new_zeros((W2.shape[0], 1, *self.head.w2_shape))
-        else:
-            W1, W2 = self.head.heads_from_blocks(self.blocks, rtol=RANK_RTOL)
+        W1, W2 = balanced_heads(self.head, self.heads,
+                                self.blocks if self.heads is None else None)
         intercept = self.intercept.clone() if self.fit_intercept else None
         return HeadNetwork(self.head, W1, W2, intercept, self.pooled)
 
