@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import cvxattn as ca
-from tests.helpers import C, D, GRID, N, S, labels, tokens
+from tests.helpers import C, D, GRID, N, S, TEN, labels, tokens
 
 
 def make(head=None, X=None, y=None, beta=0.1, **kwargs):
@@ -154,3 +154,42 @@ def test_decision_function_checks_token_shape():
     sol = ca.solve(make(), tol=1e-6)
     with pytest.raises(ValueError, match="X: expected tokens of shape"):
         sol.decision_function(np.zeros((2, S + 1, D)))
+
+
+@pytest.mark.parametrize("name,head", [t for t in TEN if t[0] in (
+    "mlp-gated", "attention-linear", "fno-gated")], ids=["mlp-gated", "attention-linear",
+                                                         "fno-gated"])
+@pytest.mark.parametrize("targets", ["labels", "tokens"])
+def test_centered_outputs_are_an_exact_change_of_variables(name, head, targets):
+    """f(Z, b) equals the loss of the centered outputs at b' = b + p̄(Z), and the centered
+    gradient is the adjoint of the centered duals, A*(λ − λ̄) (finite differences agree)."""
+    rng = np.random.default_rng(3)
+    X = tokens(3) + 2.0  # far from centred, as real tokens are
+    y = labels(3) if targets == "labels" else torch.as_tensor(rng.normal(size=(N, S, C)))
+    problem = ca.Problem(head, X, y, beta=0.1, loss="cross_entropy" if targets == "labels"
+                         else "squared")
+    Z = torch.as_tensor(rng.normal(size=(problem.head.n_blocks, *problem.head.block_shape)))
+    b = torch.as_tensor(rng.normal(size=C))
+    out = problem.outputs(Z)
+    shifted = b + problem.output_mean(out)
+    assert torch.allclose(problem.loss_of_outputs(problem.centered(out), shifted),
+                          problem.loss_value(Z, b), rtol=1e-12, atol=0)
+    value, gZ, gb = problem.loss_and_gradient(Z, shifted, centered=True)
+    duals = problem.loss.gradient(problem.centered(out) + shifted, problem.y)
+    duals = duals - duals.mean(dim=tuple(range(duals.ndim - 1)))
+    V = torch.as_tensor(rng.normal(size=Z.shape))
+    eps = 1e-6
+    numeric = (problem.loss_and_gradient(Z + eps * V, shifted, centered=True)[0]
+               - problem.loss_and_gradient(Z - eps * V, shifted, centered=True)[0]) / (2 * eps)
+    assert float((gZ * V).sum()) == pytest.approx(float(numeric), rel=1e-6)
+    # A*(λ − λ̄)/n paired with V equals ⟨λ − λ̄, A V⟩/n
+    assert float((gZ * V).sum()) == pytest.approx(
+        float((duals * problem.outputs(V)).sum()) / problem.n, rel=1e-9)
+
+
+def test_without_intercept_nothing_is_centered():
+    problem = ca.Problem(ca.heads.MLP(), tokens() + 1.0, labels(), beta=0.1,
+                         fit_intercept=False)
+    out = problem.outputs(torch.ones(1, D, C, dtype=torch.float64))
+    assert torch.equal(problem.centered(out), out)
+    assert torch.equal(problem.output_mean(out), torch.zeros(C, dtype=out.dtype))

@@ -200,27 +200,47 @@ class Problem:
         with torch.no_grad():
             return float(self.loss_value(Z, b) + self.beta * self.regularizer.value(Z))
 
+    def centered(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Outputs minus their mean over samples (and tokens): p_i(Z) − p̄(Z).
+
+        With an intercept this is an exact change of variables, b' = b + p̄(Z): the loss at
+        (Z, b) equals the loss of the centered outputs at (Z, b'), and the regularizer does not
+        see b. Solvers use it because the mean direction of the data (tokens are rarely
+        centred) otherwise couples Z with b and makes the program badly conditioned. Without an
+        intercept the outputs are returned unchanged."""
+        return outputs - self.output_mean(outputs) if self.fit_intercept else outputs
+
+    def output_mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        """p̄ (c,): the mean of outputs over samples (and tokens), zero without an intercept
+        (b' = b + p̄ maps an intercept to the centered coordinates of :meth:`centered`)."""
+        if not self.fit_intercept:
+            return outputs.new_zeros(outputs.shape[-1])
+        return outputs.mean(dim=tuple(range(outputs.ndim - 1)))
+
     def loss_and_gradient(self, Z: torch.Tensor, b: torch.Tensor,
-                          outputs: torch.Tensor | None = None
+                          outputs: torch.Tensor | None = None, centered: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean loss f(Z, b) and its gradients (∇_Z f (G, p, q), ∇_b f (c,)).
 
         ∇_Z f = (1/n) Σ_i A_iᵀ λ_i with λ_i = ∇ℓ(p_i): the adjoint of the head's map, taken by
         autograd. ∇_b f is zero without an intercept. ``outputs``: p(Z) when the caller has it;
         heads with an explicit adjoint (``Head.has_adjoint``) then need no forward pass.
+        ``centered``: the loss of the centered outputs (:meth:`centered`) at intercept b', and
+        its gradients, ∇_Z = (1/n) Σ_i A_iᵀ (λ_i − λ̄).
         """
+        center = self.centered if centered else (lambda out: out)
         if outputs is not None and self.head.has_adjoint(self.data, self.pooled):
             outputs = outputs.detach().requires_grad_(True)
             b = b.detach().requires_grad_(True)
             with torch.enable_grad():
-                value = self.loss_of_outputs(outputs, b)
+                value = self.loss_of_outputs(center(outputs), b)
                 grad_out, grad_b = torch.autograd.grad(value, (outputs, b), allow_unused=True)
             grad_b = torch.zeros_like(b) if grad_b is None else grad_b
             return value.detach(), self.head.adjoint(grad_out, self.data), grad_b
         Z = Z.detach().requires_grad_(True)
         b = b.detach().requires_grad_(True)
         with torch.enable_grad():
-            value = self.loss_value(Z, b)
+            value = self.loss_of_outputs(center(self.outputs(Z)), b)
             grad_Z, grad_b = torch.autograd.grad(value, (Z, b), allow_unused=True)
         if grad_b is None:
             grad_b = torch.zeros_like(b)

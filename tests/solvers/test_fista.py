@@ -162,3 +162,15 @@ def test_a_float32_run_that_stalls_is_finished_in_float64():
     with pytest.warns(ca.ConvergenceWarning, match="stopped after"):  # the limit still holds
         short = ca.solve(single, method="fista", tol=1e-6, max_iter=50)
     assert short.n_iter <= 50
+
+
+def test_an_offset_in_the_tokens_costs_no_iterations():
+    """A constant offset in every token moves the linear MLP's outputs by a constant that the
+    intercept absorbs: the same program. FISTA's centered coordinates make it the same run too
+    (uncentered, the offset couples Z with b and multiplies the iterations)."""
+    X, y = tokens(4, n=60, s=S, d=D), labels(4, n=60, c=C)
+    runs = [ca.solve(ca.Problem(ca.heads.MLP(), X + offset, y, beta=1e-3), method="fista",
+                     tol=1e-8, max_iter=20000) for offset in (0.0, 5.0)]
+    assert all(r.status == "optimal" for r in runs)
+    assert runs[1].objective == pytest.approx(runs[0].objective, rel=1e-7)
+    assert runs[1].n_iter <= 1.5 * runs[0].n_iter + 20

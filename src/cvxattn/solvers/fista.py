@@ -19,6 +19,12 @@ re-fitted exactly), with the best of the plain and the extrapolated dual points;
 when the relative gap is ≤ ``tol``. O(1/√ε) iterations
 (Beck & Teboulle 2009).
 
+With an intercept the iterations run in centered coordinates (``Problem.centered``): the
+outputs minus their mean over samples, at the intercept b' = b + p̄(Z). That is an exact change
+of variables (the regularizer does not see b) that decouples Z from b along the data's mean
+direction; on real tokens, which are not centred, it saves half or more of the iterations.
+Certificates are taken at the true intercept.
+
 The gap is first-order in the distance to the optimum while the objective is second-order, so
 in floating point the gap can stall near √ε_mach · (conditioning) — around 1e-8 in float64 on
 ill-conditioned problems — once the iterates stop changing; the run then stops with status
@@ -49,7 +55,7 @@ def _initial_lipschitz(problem: Problem, Z, b, gZ, gb) -> float:
     if norm == 0.0:
         return 1.0
     eps = 1e-3 / norm
-    _, gZ2, gb2 = problem.loss_and_gradient(Z - eps * gZ, b - eps * gb)
+    _, gZ2, gb2 = problem.loss_and_gradient(Z - eps * gZ, b - eps * gb, centered=True)
     diff = math.sqrt(float((gZ2 - gZ).pow(2).sum() + (gb2 - gb).pow(2).sum()))
     return max(diff / (eps * norm), 1e-12)
 
@@ -76,7 +82,8 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
     def check(iteration: int, Z: torch.Tensor, b: torch.Tensor, outputs: torch.Tensor
               ) -> float:
         nonlocal best, best_Z, lower
-        cert = certify(problem, Z, b, outputs)
+        # b is in centered coordinates: the true intercept is b − p̄(Z), refitted exactly
+        cert = certify(problem, Z, b - problem.output_mean(outputs), outputs)
         if best is None or cert.objective < best.objective:
             best, best_Z = cert, Z
         lower = max(lower, cert.lower_bound, extrapolation.lower_bound(problem, cert))
@@ -92,18 +99,19 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
 
     with torch.no_grad():
         out = problem.outputs(Z)  # p(x) without intercept, kept up to date below
+    b = b + problem.output_mean(out)  # centered coordinates
     gap = check(0, Z, b, out)
-    b = best.intercept  # start from the exact intercept of the starting blocks
+    b = best.intercept + problem.output_mean(out)  # the exact intercept, centered
     n_iter = 0
     stalled = False
     if gap > tol:
         yZ, yb, y_out = Z, b, out
         t = 1.0
-        f_y, gZ, gb = problem.loss_and_gradient(yZ, yb, y_out)
+        f_y, gZ, gb = problem.loss_and_gradient(yZ, yb, y_out, centered=True)
         L = _initial_lipschitz(problem, yZ, yb, gZ, gb)
         for n_iter in range(1, max_iter + 1):
             if n_iter > 1:
-                f_y, gZ, gb = problem.loss_and_gradient(yZ, yb, y_out)
+                f_y, gZ, gb = problem.loss_and_gradient(yZ, yb, y_out, centered=True)
             slack = 10 * torch.finfo(Z.dtype).eps * abs(float(f_y))
             while True:  # backtracking on L
                 Zn, Rn = reg.prox(yZ - gZ / L, beta / L)
@@ -111,7 +119,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                 dZ, db = Zn - yZ, bn - yb
                 with torch.no_grad():
                     out_n = problem.outputs(Zn)
-                    f_n = problem.loss_of_outputs(out_n, bn)
+                    f_n = problem.loss_of_outputs(problem.centered(out_n), bn)
                 model = f_y + (gZ * dZ).sum() + (gb * db).sum() \
                     + 0.5 * L * (dZ.pow(2).sum() + db.pow(2).sum())
                 if float(f_n) <= float(model) + slack:
