@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
                         help="C grid of LogisticRegression (default 1e-3 … 1e3, 7 values; 3 "
                              "with --quick)")
     parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--method", default="auto", choices=["auto", "fista", "factorized"])
+    parser.add_argument("--method", default="auto", choices=["auto", "fista", "lbfgs", "factorized"])
     parser.add_argument("--tol", type=float, default=1e-4, help="cvxattn's certified relative "
                         "gap for every solve (1e-4; LogisticRegression keeps its default tol)")
     parser.add_argument("--max-iter", type=int, default=20_000,

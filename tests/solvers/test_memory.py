@@ -14,8 +14,8 @@ def _problem(head, n=7, s=10, d=4, c=6, **kwargs):
     return ca.Problem(head, tokens(0, n=n, s=s, d=d), labels(0, n=n, c=c), 0.1, **kwargs)
 
 
-def test_auto_takes_fista_for_small_blocks_and_factorized_for_large_ones():
-    assert plan(_problem(ca.heads.MLP())).method == "fista"
+def test_auto_takes_dense_blocks_when_small_and_factorized_for_large_ones():
+    assert plan(_problem(ca.heads.MLP())).method == "lbfgs"  # FISTA, L-BFGS at full rank
     # linear attention at d = 50: one 2500 × 300 block, its SVD costs 2·10⁸ flops
     big = _problem(ca.heads.SelfAttention(), d=50)
     chosen = plan(big)

@@ -174,6 +174,14 @@ class Head:
     def w2_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
+    @property
+    def class_columns(self) -> bool:
+        """Whether each block's columns are (group, class) pairs, the class the inner axis, for
+        every one of the c classes: then adding one vector to a group's c columns adds a
+        constant to all logits of each token, which cross-entropy does not see (true of every
+        head but the block FNO with B > 1 groups, whose blocks see c/B classes each)."""
+        return True
+
     def lift(self, X: torch.Tensor, design: bool | None = None) -> dict[str, torch.Tensor]:
         """Per-sample data of the map (every entry has leading axis n); X is (n, s, d).
 

@@ -51,6 +51,10 @@ class BlockFNO(Head):
         self.groups = int(groups)
         self.grid = grid
 
+    @property
+    def class_columns(self):
+        return self.groups == 1  # with B > 1 groups a block's columns are c/B of the classes
+
     def _check_dims(self):
         s, d, c = self.dims
         if self.grid is None:

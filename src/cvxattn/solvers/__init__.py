@@ -17,6 +17,7 @@ from .fista import fista
 from .memory import MemoryBudgetError, Plan, plan
 from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
+from .smooth import fista_lbfgs
 from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status,
                        balanced_heads)
 
@@ -24,7 +25,7 @@ __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate"
            "Status", "CertificateInfo", "Checkpoint", "ConvergenceWarning", "METHODS",
            "MemoryBudgetError", "Plan", "plan"]
 
-METHODS = ("auto", "fista", "factorized", "cvxpy")
+METHODS = ("auto", "fista", "lbfgs", "factorized", "cvxpy")
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
@@ -33,11 +34,12 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
           callback: Callable[[Checkpoint], object] | None = None) -> Solution:
     """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
 
-    method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"factorized"``
-    (L-BFGS on the network's heads with rank growth; never forms Z; chunked passes),
-    ``"cvxpy"`` (generic conic solver, small problems only: a reference), or ``"auto"``
-    (FISTA while its dense blocks are small and fit in memory, else factorized; see
-    :func:`cvxattn.solvers.plan`). ``init``: a previous Solution or (Z, b) to warm-start.
+    method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"lbfgs"`` (FISTA,
+    and L-BFGS on the blocks wherever they all have full rank and the nuclear norm is smooth:
+    the small-β end of a path), ``"factorized"`` (L-BFGS on the network's heads with rank
+    growth; never forms Z; chunked passes), ``"cvxpy"`` (generic conic solver, small problems
+    only: a reference), or ``"auto"`` ("lbfgs" while the dense blocks are small and fit in
+    memory, else factorized; see :func:`cvxattn.solvers.plan`). ``init``: a previous Solution or (Z, b) to warm-start.
     ``max_iter`` counts iterations (L-BFGS iterations for the factorized solver).
     ``memory_budget``: bytes the solve may use (default 60% of the memory available now); a
     request whose estimated peak exceeds it raises :class:`MemoryBudgetError` before
@@ -62,7 +64,7 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
-    collapsed = problem.collapsed() if method in ("auto", "fista") else None
+    collapsed = problem.collapsed() if method in ("auto", "fista", "lbfgs") else None
     if collapsed is not None:
         return _solve_collapsed(problem, *collapsed, method, tol, int(max_iter), init,
                                 verbose, seed, memory_budget, callback)
@@ -80,8 +82,9 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
                           chunk_size=chosen.chunk_size, cache=chosen.cache,
                           krylov_steps=chosen.krylov_steps, verbose=verbose,
                           callback=callback)
-    return _fista(problem, tol, int(max_iter), _checked_blocks(problem, init), verbose,
-                  callback)
+    dense = fista if chosen.method == "fista" else fista_lbfgs
+    return _finished_in_float64(dense, problem, tol, int(max_iter),
+                                _checked_blocks(problem, init), verbose, callback)
 
 
 def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, max_iter, init,
@@ -104,17 +107,18 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
                        history=found.history)
 
 
-def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,
-           callback=None) -> Solution:
-    """FISTA; a float32 run that stalls above ``tol`` (its rounding swamps the gap) is
-    finished in float64 from where it stopped, within the same iteration limit."""
+def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init, verbose: bool,
+                         callback=None) -> Solution:
+    """``run`` (a dense-block solver: FISTA, FISTA/L-BFGS); a float32 run that stalls above
+    ``tol`` (its rounding swamps the gap) is finished in float64 from where it stopped, within
+    the same iteration limit."""
     if problem.X.dtype != torch.float32:
-        return fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
-                     callback=callback)
+        return run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
+                   callback=callback)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = fista(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
-                      callback=callback)
+        first = run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
+                    callback=callback)
     finishing = first.status == "stalled" and first.n_iter < max_iter
     for w in caught:  # the stall's own warning is moot once the float64 run goes on
         if not (finishing and issubclass(w.category, ConvergenceWarning)):
@@ -125,7 +129,7 @@ def _fista(problem: Problem, tol: float, max_iter: int, init, verbose: bool,
     def continued(c: Checkpoint) -> Checkpoint:  # counted from the float32 run's start
         return replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
 
-    finish = fista(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
+    finish = run(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
                    init=(first.blocks.double(), first.intercept.double()), verbose=verbose,
                    callback=None if callback is None else lambda c: callback(continued(c)))
     history = first.history + tuple(continued(c) for c in finish.history)

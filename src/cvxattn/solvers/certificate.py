@@ -117,10 +117,12 @@ class DualExtrapolation:
             U = R[1:] - R[:-1]  # (K, n·c)
             UU = U @ U.T  # (K, K)
             ridge = 1e-12 * float(UU.diagonal().max().clamp_min(1e-300))
-            z = torch.linalg.solve(UU + ridge * torch.eye(len(UU), dtype=UU.dtype,
-                                                          device=UU.device),
-                                   torch.ones(len(UU), dtype=UU.dtype, device=UU.device))
-            if not torch.isfinite(z).all() or float(z.sum()) == 0.0:
+            # singular when the duals stopped changing (a zero ridge in float32): no point
+            z, info = torch.linalg.solve_ex(UU + ridge * torch.eye(len(UU), dtype=UU.dtype,
+                                                                   device=UU.device),
+                                            torch.ones(len(UU), dtype=UU.dtype,
+                                                       device=UU.device))
+            if int(info) != 0 or not torch.isfinite(z).all() or float(z.sum()) == 0.0:
                 return -math.inf
             c = z / z.sum()  # (K,), Σ c = 1
             duals = sum(ck * d for ck, d in zip(c, list(self.duals)[1:]))

@@ -38,7 +38,7 @@ class MemoryBudgetError(MemoryError):
 class Plan:
     """How a problem will be solved: method, sample chunk, and the estimate behind it."""
 
-    method: str  # "fista" | "factorized" | "cvxpy"
+    method: str  # "fista" | "lbfgs" | "factorized" | "cvxpy"
     peak_bytes: int  # estimated peak of the solve
     budget_bytes: int
     chunk_size: int | None = None  # samples per network pass (factorized)
@@ -141,17 +141,19 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
-def fista_bytes(problem: Problem) -> int:
+def fista_bytes(problem: Problem, lbfgs: bool = False) -> int:
     """Estimated peak of FISTA: X, the lifted data (with the pooled design when it is built),
     the map's intermediates, and ~16 copies of the blocks (iterates, gradient, prox SVD, the
-    certificate's gradient blocks and the dual extrapolation's history)."""
+    certificate's gradient blocks and the dual extrapolation's history); ``lbfgs``: 24 more for
+    L-BFGS's history (``method="lbfgs"``)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(1, problem.pooled)
     design = problem.pooled and 0 < n * cost.design * item <= DESIGN_BUDGET
     lift = cost.lift + (cost.design if design else 0)
     per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
     p, q = head.block_shape
-    return item * (n * per_sample + 16 * head.n_blocks * p * q)
+    copies = 40 if lbfgs else 16
+    return item * (n * per_sample + copies * head.n_blocks * p * q)
 
 
 def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
@@ -190,7 +192,7 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     (G·p·q·min(p, q) ≤ 10⁸ flops), else the factorized solver with the largest chunk of
     samples that fits.
     """
-    collapsed = problem.collapsed() if method in ("auto", "fista") else None
+    collapsed = problem.collapsed() if method in ("auto", "fista", "lbfgs") else None
     if collapsed is not None:  # solve() solves the smaller program this one equals
         return plan(collapsed[0], method, memory_budget)
     budget = budget_bytes(memory_budget, problem.X.device)
@@ -206,16 +208,17 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
                 f"matrix, over the budget of {_gib(budget)}; use method='fista' or "
                 "'factorized'")
         return Plan("cvxpy", peak, budget)
-    fista_peak = fista_bytes(problem)
+    fista_peak = fista_bytes(problem, lbfgs=method != "fista")
     svd_flops = head.n_blocks * p * q * min(p, q)
-    if method == "fista" or (method == "auto" and fista_peak <= budget
-                             and svd_flops <= SVD_FLOPS_LIMIT):
+    if method in ("fista", "lbfgs") or (method == "auto" and fista_peak <= budget
+                                        and svd_flops <= SVD_FLOPS_LIMIT):
         if fista_peak > budget:
             raise MemoryBudgetError(
-                f"memory_budget: method='fista' needs about {_gib(fista_peak)} (estimated), "
+                f"memory_budget: method={method if method != 'auto' else 'lbfgs'!r} needs about {_gib(fista_peak)} (estimated), "
                 f"over the budget of {_gib(budget)}; use method='factorized' (it works in "
                 "chunks of samples and never forms the blocks) or raise memory_budget")
-        return Plan("fista", fista_peak, budget)
+        # auto: FISTA with L-BFGS where the blocks have full rank (a few more dense blocks)
+        return Plan("fista" if method == "fista" else "lbfgs", fista_peak, budget)
     item = problem.X.element_size()
     krylov_steps = int(min(2000, KRYLOV_SHARE * budget
                            // (item * 2 * head.n_blocks * (p + q))))
