@@ -122,3 +122,16 @@ def test_status_and_certificate_are_typed_records():
     lanczos = ca.CertificateInfo("block Lanczos via probe heads", exact=False, steps=40,
                                  epsilon=1e-3, probability=0.999, checks=1)
     assert "ε = 1.00e-03, with probability ≥ 0.999" in str(lanczos)
+
+
+def test_zero_solutions_above_beta_max_do_not_count_towards_patience():
+    """Above β_max every solution is zero (the intercept alone), the same model with the same
+    score: a path that starts there must not stop before it fits anything."""
+    problem = ca.Problem(ca.heads.MLP(), tokens(0), labels(0), beta=1.0)
+    betas = [100.0, 30.0, 10.0, 0.1, 0.03, 0.01]
+    path = ca.solve_path(problem, betas, tol=1e-6, patience=1,
+                         score=lambda s: 0.2 if s.n_heads == 0 else 0.5)
+    assert [s.n_heads == 0 for s in path.solutions[:3]] == [True, True, True]
+    # the first nonzero solution is the best; the next one does not beat it: stop there
+    assert path.stopped_early and path.betas == (100.0, 30.0, 10.0, 0.1, 0.03)
+    assert path.best == 3

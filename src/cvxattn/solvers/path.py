@@ -7,7 +7,10 @@ factorized solution are reused as they are, dense blocks as blocks). The β prob
 head, the data and its lifted form (:meth:`Problem.with_beta`), so nothing is lifted twice.
 
 With a ``score`` (e.g. validation accuracy, higher is better) the path can stop early: after
-``patience`` values of β in a row without a better score than the best so far.
+``patience`` values of β in a row without a better score than the best so far. Values of β
+whose solution is zero do not count: above β_max = max_g ‖∇_g f(0, b*)‖_op every solution is
+the intercept alone, the same model, so a path that starts there would otherwise stop before
+it reaches a β that fits anything.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def solve_path(problem: Problem, betas: Sequence[float], *,
 
     ``score``: called with each solution (higher is better), e.g. accuracy on a validation
     split; ``patience``: with a score, stop after this many β in a row that do not beat the
-    best score so far. The other arguments go to :func:`cvxattn.solve` for every β.
+    best score so far (not counting β whose solution is zero). The other arguments go to :func:`cvxattn.solve` for every β.
 
     >>> import numpy as np, cvxattn as ca
     >>> rng = np.random.default_rng(0)
@@ -108,8 +111,8 @@ def solve_path(problem: Problem, betas: Sequence[float], *,
         if score is not None:
             scores.append(float(score(init)))
             best = max(range(len(scores)), key=lambda k: (scores[k], -k))
-            if patience is not None and len(scores) - 1 - best >= patience \
-                    and len(solutions) < len(betas):
+            since = sum(1 for sol in solutions[best + 1:] if sol.n_heads > 0)
+            if patience is not None and since >= patience and len(solutions) < len(betas):
                 stopped = True
                 break
     return RegularizationPath(betas[:len(solutions)], tuple(solutions),
