@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
                         "the MLP, 5 else; 2 with --quick)")
     parser.add_argument("--groups", type=int, help="B-FNO groups (default: 5, or the largest "
                         "that divides d and c)")
-    parser.add_argument("--method", default="auto", choices=["auto", "fista", "lbfgs", "factorized"])
+    parser.add_argument("--method", default="auto", choices=["auto", "fista", "hybrid", "factorized"])
     parser.add_argument("--tol", type=float, default=1e-3, help="cvxattn's certified gap, and "
                         "Adam's target relative to P* (1e-3)")
     parser.add_argument("--ref-tol", type=float, default=1e-6, help="gap of the P* solve")

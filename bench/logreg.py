@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--patience", type=int, help="stop either path after this many "
                         "values in a row without a better validation accuracy (default: the "
                         "whole grid); the same rule for both models")
-    parser.add_argument("--method", default="auto", choices=["auto", "fista", "lbfgs", "factorized"])
+    parser.add_argument("--method", default="auto", choices=["auto", "fista", "hybrid", "factorized"])
     parser.add_argument("--tol", type=float, default=1e-4, help="cvxattn's certified relative "
                         "gap for every solve (1e-4; LogisticRegression keeps its default tol)")
     parser.add_argument("--max-iter", type=int, default=20_000,

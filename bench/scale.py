@@ -52,7 +52,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--groups", type=int, help="B-FNO groups (default 5, or the largest "
                         "that divides d and c)")
     parser.add_argument("--beta", type=float, default=1e-3, help="β (default 1e-3)")
-    parser.add_argument("--method", choices=("factorized", "auto", "fista", "lbfgs"), default="factorized",
+    parser.add_argument("--method", choices=("factorized", "auto", "fista", "hybrid"), default="factorized",
                         help="solver (default factorized; auto lets cvxattn choose by size "
                         "and memory)")
     parser.add_argument("--tol", type=float, default=1e-3, help="certified relative gap")

@@ -106,6 +106,7 @@ def test_files_are_json_and_safetensors_only(model_path):
     assert description["problem"] == {"loss": "cross_entropy", "beta": BETA,
                                       "fit_intercept": True, "pooled": True, "n": 7}
     assert "versions" in description["environment"]
+    assert description["certificate"]["method_reason"].startswith("auto: ")
     tensors = safetensors.torch.load_file(model_path.with_suffix(".safetensors"))
     assert sorted(tensors) == ["blocks", "gates", "intercept"]
     assert all(t.dtype == torch.float64 for t in tensors.values())

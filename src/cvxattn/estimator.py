@@ -52,7 +52,7 @@ class ConvexHeadClassifier(ClassifierMixin, BaseEstimator):
         Seed of the sampled gates (gated heads).
     fit_intercept : bool, default=True
         Fit the unregularized intercept b.
-    method : {"auto", "fista", "lbfgs", "factorized", "cvxpy"}, default="auto"
+    method : {"auto", "fista", "hybrid", "factorized", "cvxpy"}, default="auto"
         Solver, see ``cvxattn.solve``.
     tol : float > 0, default=1e-6
         Stop when the certified relative duality gap (P − D)/|P| is ≤ tol.

@@ -30,6 +30,12 @@ class Loss:
         """D(Λ) = −(1/n) Σ_i ℓ*(λ_i, y_i)."""
         raise NotImplementedError
 
+    def hessian_parts(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(w, u) with ∇²_p ℓ(p_i, y_i) = diag(w_i) − u_i u_iᵀ for pooled outputs (n, c),
+        intercept included (u None when it is zero): the form Newton's method assembles its
+        Hessian from with two kinds of matrix products."""
+        raise NotImplementedError
+
     def fit_intercept(
         self, outputs: torch.Tensor, targets: torch.Tensor, start: torch.Tensor
     ) -> torch.Tensor:
@@ -57,6 +63,10 @@ class CrossEntropy(Loss):
         # outputs (n, c), targets (n,) int64
         picked = outputs.gather(1, targets[:, None])[:, 0]  # (n,)
         return (torch.logsumexp(outputs, dim=1) - picked).mean()
+
+    def hessian_parts(self, outputs):
+        sigma = torch.softmax(outputs, dim=1)  # (n, c): ∇²ℓ = diag σ − σσᵀ
+        return sigma, sigma
 
     def gradient(self, outputs, targets):
         grad = torch.softmax(outputs, dim=1)  # (n, c)
@@ -132,6 +142,9 @@ class SquaredLoss(Loss):
 
     def value(self, outputs, targets):
         return 0.5 * (outputs - targets).pow(2).flatten(1).sum(1).mean()
+
+    def hessian_parts(self, outputs):
+        return torch.ones_like(outputs), None  # ∇²ℓ = I
 
     def gradient(self, outputs, targets):
         return outputs - targets

@@ -60,7 +60,7 @@ DEFAULT_GATES = {"mlp": 100, "attention": 5, "mixer": 2, "fno": 5, "bfno": 5}
 BASELINES = ("logistic", "mlp", "attention", "networks")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 LOGISTIC_C = (0.01, 0.1, 1.0)  # C = 1 / (n · regularization); picked on validation
-METHODS = ("auto", "fista", "lbfgs", "factorized")
+METHODS = ("auto", "fista", "hybrid", "factorized")
 
 
 def _meta(text: str, **kw) -> dict:
@@ -88,7 +88,7 @@ class ProtocolConfig:
         "solver iteration limit per solve; a fit that stops before --tol is reported with "
         "its status and its actual gap", metavar="N"))
     method: str = field(default="auto", metadata=_meta(
-        "solver: auto (by size and memory), fista, lbfgs or factorized", choices=METHODS))
+        "solver: auto (by size and memory), fista, hybrid or factorized", choices=METHODS))
     dtype: str = field(default="float64", metadata=_meta(
         "arithmetic of the convex solves: float32 halves their time and memory (enough for a "
         "--tol of 1e-5 or more), float64 for tighter certificates", choices=tuple(DTYPES)))

@@ -29,7 +29,7 @@ def test_the_collapsed_solve_is_the_full_programs_optimum_and_certificate(head):
     # rounding: same objective, same dual bound
     cert = ca.certify(problem, Z, solution.intercept)
     small, collapse = problem.collapsed()
-    assert ca.solvers.plan(problem).method == ca.solvers.plan(small).method == "lbfgs"
+    assert ca.solvers.plan(problem).method == ca.solvers.plan(small).method == "hybrid"
     small_cert = ca.certify(small, collapse.collapse(Z), solution.intercept)
     assert cert.objective == pytest.approx(solution.objective, rel=1e-12)
     assert cert.objective == pytest.approx(small_cert.objective, rel=1e-12)

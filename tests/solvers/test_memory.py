@@ -15,7 +15,7 @@ def _problem(head, n=7, s=10, d=4, c=6, **kwargs):
 
 
 def test_auto_takes_dense_blocks_when_small_and_factorized_for_large_ones():
-    assert plan(_problem(ca.heads.MLP())).method == "lbfgs"  # FISTA, L-BFGS at full rank
+    assert plan(_problem(ca.heads.MLP())).method == "hybrid"  # FISTA, Newton/L-BFGS at full rank
     # linear attention at d = 50: one 2500 × 300 block, its SVD costs 2·10⁸ flops
     big = _problem(ca.heads.SelfAttention(), d=50)
     chosen = plan(big)
@@ -116,3 +116,37 @@ def test_an_address_space_limit_caps_the_budget():
             "print(m.available_memory())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 0 < int(out.stdout) <= 2**30
+
+
+def test_auto_chooses_by_the_time_model_and_says_why(monkeypatch):
+    """Dense blocks unless a factorized iteration is estimated at least twice as cheap; the
+    plan and the solution both carry the reason."""
+    from cvxattn.solvers import timing
+    from cvxattn.solvers.timing import IterationTimes
+
+    problem = _problem(ca.heads.MLP(), n=30)
+    times = timing.iteration_times(problem, 16)  # measured: a quick dense iteration
+    assert times.dense > 0 and times.factorized > 0 and times.gemm_flops > 0
+    chosen = plan(problem)
+    assert chosen.method == "hybrid" and chosen.reason.startswith("auto: the dense blocks fit")
+    assert "ms on dense blocks" in chosen.reason
+    for dense, factorized, expected in ((1.0, 0.3, "factorized"), (1.0, 0.6, "hybrid"),
+                                        (0.009, 1e-6, "hybrid")):  # under 10 ms: dense
+        monkeypatch.setattr(timing, "iteration_times", lambda problem, heads, d=dense,
+                            f=factorized: IterationTimes(d, f, 1e9, d / 2))
+        assert plan(problem).method == expected
+    solution = ca.solve(problem, tol=1e-6)
+    assert solution.method_reason == plan(problem).reason
+    assert ca.solve(problem, method="fista").method_reason == "method='fista' requested"
+
+
+def test_blocks_too_large_to_probe_go_factorized_with_the_reason():
+    big = _problem(ca.heads.SelfAttention(), d=120)  # one 14400 × 720 block: 7.5e12 flops
+    chosen = plan(big)
+    assert chosen.method == "factorized" and "one SVD of the 1 blocks" in chosen.reason
+
+
+def test_dense_blocks_over_the_budget_go_factorized_with_the_reason():
+    problem = _problem(ca.heads.Mixer(activation="gated", n_gates=3), n=2000)
+    chosen = plan(problem, memory_budget=fista_bytes(problem, hybrid=True) // 2)
+    assert chosen.method == "factorized" and "over the budget" in chosen.reason

@@ -1,6 +1,6 @@
-"""method="lbfgs": FISTA, and L-BFGS wherever every block has full rank (the nuclear norm is
-smooth there). The same optimum as CVXPY and FISTA, the subspace it works in, and the hand-over
-in both directions."""
+"""method="hybrid": FISTA, and Newton's method or L-BFGS wherever every block has full rank (the
+nuclear norm is smooth there). The same optimum as CVXPY and FISTA, the subspace and the
+Newton system it works with, and the hand-over in both directions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import cvxattn as ca
+from cvxattn.solvers import smooth
 from cvxattn.solvers.smooth import smooth_basis
 from tests.helpers import C, D, GRID, S, TEN, TEN_IDS, labels, tokens
 
@@ -60,7 +61,7 @@ def test_lbfgs_reaches_the_fista_optimum_on_every_program(name, head):
     """At a small β (full-rank optima, where L-BFGS may take over) and a larger one."""
     for beta in (2e-3, 0.05):
         problem = _problem(head, seed=1, beta=beta, n=60)
-        sol = ca.solve(problem, method="lbfgs", tol=1e-8, max_iter=20_000)
+        sol = ca.solve(problem, method="hybrid", tol=1e-8, max_iter=20_000)
         ref = ca.solve(problem, method="fista", tol=1e-8, max_iter=20_000)
         assert sol.status == "optimal" and sol.gap <= 1e-8
         assert sol.objective == pytest.approx(ref.objective, rel=2e-8)
@@ -71,7 +72,7 @@ def test_lbfgs_reaches_the_fista_optimum_on_every_program(name, head):
 
 def test_lbfgs_agrees_with_cvxpy():
     problem = _problem(ca.heads.MLP(), seed=2, beta=0.01)
-    sol = ca.solve(problem, method="lbfgs", tol=1e-9, max_iter=20_000)
+    sol = ca.solve(problem, method="hybrid", tol=1e-9, max_iter=20_000)
     assert sol.objective == pytest.approx(ca.solve(problem, method="cvxpy").objective, rel=1e-6)
 
 
@@ -88,12 +89,28 @@ def _ill_conditioned(beta, n=300, s=4, d=8, c=4):
     return ca.Problem(ca.heads.MLP(), X, y, beta=beta)
 
 
-def test_where_fista_is_slow_lbfgs_takes_over_and_needs_fewer_iterations():
+def test_where_fista_is_slow_newton_takes_over_in_a_few_steps():
+    problem = _ill_conditioned(1e-4)
+    start = ca.solve(problem.with_beta(1e-3), method="fista", tol=1e-6, max_iter=20_000)
+    fista = ca.solve(problem, method="fista", tol=1e-6, max_iter=50_000, init=start)
+    seen = []  # FISTA stalls at tol 1e-10 (the gap waits for the dual point); Newton does not
+    newton = ca.solve(problem, method="hybrid", tol=1e-10, max_iter=50_000, init=start,
+                      callback=seen.append)
+    assert newton.method == "newton" and newton.status == "optimal"
+    assert fista.lower_bound <= newton.objective <= fista.objective
+    assert newton.n_iter <= 20 < fista.n_iter  # from a full-rank start: Newton steps only
+    assert tuple(seen) == newton.history
+    iterations = [h.iteration for h in newton.history]
+    assert iterations == sorted(iterations) and iterations[-1] == newton.n_iter
+
+
+def test_where_fista_is_slow_lbfgs_takes_over_and_needs_fewer_iterations(monkeypatch):
+    monkeypatch.setattr(smooth, "NEWTON_SIZE", 0)  # the system too large to form: L-BFGS
     problem = _ill_conditioned(1e-3)
     start = ca.solve(problem.with_beta(1e-2), method="fista", tol=1e-6, max_iter=20_000)
     fista = ca.solve(problem, method="fista", tol=1e-5, max_iter=20_000, init=start)
     seen = []
-    lbfgs = ca.solve(problem, method="lbfgs", tol=1e-5, max_iter=20_000, init=start,
+    lbfgs = ca.solve(problem, method="hybrid", tol=1e-5, max_iter=20_000, init=start,
                      callback=seen.append)
     assert lbfgs.method == "lbfgs" and lbfgs.status == "optimal"
     assert abs(lbfgs.objective - fista.objective) <= 1e-5 * fista.objective
@@ -104,13 +121,14 @@ def test_where_fista_is_slow_lbfgs_takes_over_and_needs_fewer_iterations():
 
 
 @pytest.mark.parametrize("beta,tol", [(1e-4, 1e-5), (1e-4, 1e-6), (1e-3, 1e-6)])
-def test_where_lbfgs_is_no_faster_it_hands_back_to_fista(beta, tol):
+def test_where_lbfgs_is_no_faster_it_hands_back_to_fista(monkeypatch, beta, tol):
     """Tight tolerances, where the gap waits for the dual point: L-BFGS's rate is watched
     against FISTA's, so the hybrid never takes much longer than FISTA alone."""
+    monkeypatch.setattr(smooth, "NEWTON_SIZE", 0)
     problem = _ill_conditioned(beta)
     start = ca.solve(problem.with_beta(10 * beta), method="fista", tol=1e-6, max_iter=50_000)
     fista = ca.solve(problem, method="fista", tol=tol, max_iter=50_000, init=start)
-    lbfgs = ca.solve(problem, method="lbfgs", tol=tol, max_iter=50_000, init=start)
+    lbfgs = ca.solve(problem, method="hybrid", tol=tol, max_iter=50_000, init=start)
     assert lbfgs.status == fista.status == "optimal"
     assert lbfgs.n_iter <= 1.25 * fista.n_iter + 100
 
@@ -123,7 +141,7 @@ def test_a_rank_deficient_optimum_is_handed_back_to_fista():
     assert int(ref.ranks.max()) < min(D, C - 1)  # rank deficient
     Z0 = torch.as_tensor(np.random.default_rng(0).normal(size=(1, D, C)))
     seen = []
-    sol = ca.solve(problem, method="lbfgs", tol=1e-9, max_iter=20_000,
+    sol = ca.solve(problem, method="hybrid", tol=1e-9, max_iter=20_000,
                    init=(Z0, torch.zeros(C, dtype=torch.float64)), callback=seen.append)
     assert sol.status == "optimal" and tuple(seen) == sol.history
     assert sol.objective == pytest.approx(ref.objective, rel=1e-8)
@@ -132,13 +150,67 @@ def test_a_rank_deficient_optimum_is_handed_back_to_fista():
 
 def test_float32_lbfgs_is_finished_in_float64():
     problem = _problem(ca.heads.MLP(), seed=0, beta=0.01, dtype=torch.float32)
-    sol = ca.solve(problem, method="lbfgs", tol=1e-7, max_iter=20_000)
+    sol = ca.solve(problem, method="hybrid", tol=1e-7, max_iter=20_000)
     assert sol.status == "optimal" and sol.blocks.dtype == torch.float64
     assert "then float64" in str(sol.certificate)
 
 
-def test_auto_plans_lbfgs_for_small_dense_blocks():
+def test_auto_plans_the_hybrid_for_small_dense_blocks():
     problem = _problem(ca.heads.MLP())
-    assert ca.solvers.plan(problem).method == "lbfgs"
+    assert ca.solvers.plan(problem).method == "hybrid"
     assert ca.solvers.plan(problem, "fista").method == "fista"
-    assert ca.solvers.plan(problem, "lbfgs").method == "lbfgs"
+    assert ca.solvers.plan(problem, "hybrid").method == "hybrid"
+
+
+@pytest.mark.parametrize("name,head,loss", [
+    ("mlp-linear", TEN[0][1], "cross_entropy"), ("mlp-gated", TEN[5][1], "cross_entropy"),
+    ("attention-gated", TEN[6][1], "cross_entropy"), ("fno-gated", TEN[8][1], "squared"),
+    ("mlp-linear", TEN[0][1], "squared")])
+def test_the_newton_system_is_the_hessian_of_the_objective(name, head, loss):
+    """Value, gradient and Hessian of F(M, β_b) assembled from the design equal autograd's
+    on the same function (every head with a product design, both losses)."""
+    from torch.autograd.functional import hessian
+
+    n = 30
+    y = labels(0, n=n, c=C) if loss == "cross_entropy" else \
+        torch.as_tensor(np.random.default_rng(1).normal(size=(n, C)))
+    problem = ca.Problem(head, tokens(0, n=n, s=S, d=D), y, beta=0.1, loss=loss)
+    B = smooth_basis(problem)
+    G, p, q = problem.head.n_blocks, *problem.head.block_shape
+    k = B.shape[1] * C // q
+    Bc = B[:C, :k]
+    rng = np.random.default_rng(2)
+    Z = torch.as_tensor(rng.normal(size=(G, p, q))) @ B @ B.T
+    bias = Bc @ torch.as_tensor(rng.normal(size=k))
+    value, g, H, _ = smooth._newton_system(problem, problem.head.pooled_design(problem.data),
+                                           Z, bias, B)
+    size = G * p * B.shape[1]
+
+    def objective(x):
+        M = x[:size].reshape(G, p, B.shape[1])
+        outputs = problem.centered(problem.outputs(M @ B.T)) + Bc @ x[size:]
+        return problem.loss.value(outputs, problem.y) + 0.1 * torch.linalg.svdvals(M).sum()
+
+    x = torch.cat([(Z @ B).reshape(-1), Bc.T @ bias])
+    leaf = x.clone().requires_grad_(True)
+    reference = objective(leaf)
+    (gradient,) = torch.autograd.grad(reference, leaf)
+    assert value == pytest.approx(float(reference.detach()), rel=1e-13)
+    torch.testing.assert_close(g, gradient, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(H, hessian(objective, x), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4)])
+def test_the_nuclear_norms_hessian_against_finite_differences(shape):
+    M = torch.as_tensor(np.random.default_rng(0).normal(size=shape))
+    E = torch.as_tensor(np.random.default_rng(1).normal(size=shape))
+
+    def gradient(M):
+        U, _, Vh = torch.linalg.svd(M, full_matrices=False)
+        return (U @ Vh).reshape(-1)
+
+    H = smooth._nuclear_hessian(M)
+    h = 1e-6
+    numeric = (gradient(M + h * E) - gradient(M - h * E)) / (2 * h)
+    torch.testing.assert_close(H @ E.reshape(-1), numeric, rtol=0, atol=1e-8)
+    torch.testing.assert_close(H, H.T, rtol=0, atol=1e-14)

@@ -226,6 +226,13 @@ class Head:
         flat = design_adjoint(data["design"].reshape(n, G * P), weights)  # (G·P, c)
         return flat.reshape(G, *self.block_shape)
 
+    def pooled_design(self, data: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Φ (n, D) with pooled outputs = Φ @ Z.reshape(D, c), when ``lift`` built the pooled
+        design and the head's pooled map is that product (the default); else None."""
+        if "design" not in data:
+            return None
+        return data["design"].reshape(data["design"].shape[0], -1)
+
     @staticmethod
     def has_adjoint(data: dict[str, torch.Tensor], pooled: bool = True) -> bool:
         """Whether :meth:`adjoint` applies: pooled outputs through a pooled design Φ. Without

@@ -51,6 +51,13 @@ class BlockFNO(Head):
         self.groups = int(groups)
         self.grid = grid
 
+    def pooled_design(self, data):
+        # groups see their own design: one product only with a single group
+        design = data.get("design")
+        if design is None or self.groups != 1:
+            return None
+        return design.reshape(design.shape[0], -1)
+
     @property
     def class_columns(self):
         return self.groups == 1  # with B > 1 groups a block's columns are c/B of the classes

@@ -17,7 +17,7 @@ from .fista import fista
 from .memory import MemoryBudgetError, Plan, plan
 from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
-from .smooth import fista_lbfgs
+from .smooth import hybrid
 from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status,
                        balanced_heads)
 
@@ -25,7 +25,7 @@ __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate"
            "Status", "CertificateInfo", "Checkpoint", "ConvergenceWarning", "METHODS",
            "MemoryBudgetError", "Plan", "plan"]
 
-METHODS = ("auto", "fista", "lbfgs", "factorized", "cvxpy")
+METHODS = ("auto", "fista", "hybrid", "factorized", "cvxpy")
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
@@ -34,11 +34,11 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
           callback: Callable[[Checkpoint], object] | None = None) -> Solution:
     """Solve ``problem`` to a relative duality gap ≤ ``tol`` (SPEC.md §4).
 
-    method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"lbfgs"`` (FISTA,
-    and L-BFGS on the blocks wherever they all have full rank and the nuclear norm is smooth:
-    the small-β end of a path), ``"factorized"`` (L-BFGS on the network's heads with rank
+    method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"hybrid"`` (FISTA,
+    and Newton's method or L-BFGS wherever the blocks all have full rank and the nuclear norm
+    is smooth: the small-β end of a path), ``"factorized"`` (L-BFGS on the network's heads with rank
     growth; never forms Z; chunked passes), ``"cvxpy"`` (generic conic solver, small problems
-    only: a reference), or ``"auto"`` ("lbfgs" while the dense blocks are small and fit in
+    only: a reference), or ``"auto"`` ("hybrid" while the dense blocks are small and fit in
     memory, else factorized; see :func:`cvxattn.solvers.plan`). ``init``: a previous Solution or (Z, b) to warm-start.
     ``max_iter`` counts iterations (L-BFGS iterations for the factorized solver).
     ``memory_budget``: bytes the solve may use (default 60% of the memory available now); a
@@ -64,11 +64,17 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
-    collapsed = problem.collapsed() if method in ("auto", "fista", "lbfgs") else None
+    collapsed = problem.collapsed() if method in ("auto", "fista", "hybrid") else None
     if collapsed is not None:
         return _solve_collapsed(problem, *collapsed, method, tol, int(max_iter), init,
                                 verbose, seed, memory_budget, callback)
     chosen = plan(problem, method, memory_budget)
+    return replace(_solve_planned(problem, chosen, tol, int(max_iter), init, verbose, seed,
+                                  callback), method_reason=chosen.reason)
+
+
+def _solve_planned(problem: Problem, chosen: Plan, tol: float, max_iter: int, init,
+                   verbose: bool, seed: int, callback) -> Solution:
     if chosen.method == "cvxpy":
         return solve_cvxpy(problem, verbose=verbose)
     if chosen.method == "factorized":
@@ -78,13 +84,13 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
             blocks = _checked_blocks(problem, init)
             start = None if blocks is None else (
                 *problem.head.heads_from_blocks(blocks[0]), blocks[1])
-        return factorized(problem, tol=tol, max_iter=int(max_iter), init=start, seed=seed,
+        return factorized(problem, tol=tol, max_iter=max_iter, init=start, seed=seed,
                           chunk_size=chosen.chunk_size, cache=chosen.cache,
                           krylov_steps=chosen.krylov_steps, verbose=verbose,
                           callback=callback)
-    dense = fista if chosen.method == "fista" else fista_lbfgs
-    return _finished_in_float64(dense, problem, tol, int(max_iter),
-                                _checked_blocks(problem, init), verbose, callback)
+    dense = fista if chosen.method == "fista" else hybrid
+    return _finished_in_float64(dense, problem, tol, max_iter, _checked_blocks(problem, init),
+                                verbose, callback)
 
 
 def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, max_iter, init,
@@ -104,7 +110,7 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
                        status=found.status, method=found.method, n_iter=found.n_iter,
                        seconds=found.seconds, certificate=replace(
                            found.certificate, collapse=collapse.description),
-                       history=found.history)
+                       history=found.history, method_reason=found.method_reason)
 
 
 def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init, verbose: bool,

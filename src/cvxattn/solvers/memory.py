@@ -24,7 +24,12 @@ __all__ = ["MemoryBudgetError", "Plan", "plan", "available_memory", "budget_byte
            "DEFAULT_FRACTION"]
 
 DEFAULT_FRACTION = 0.6  # of the memory available when the solve starts
-SVD_FLOPS_LIMIT = 1e8  # per FISTA iteration; beyond it the dense SVDs dominate: factorized
+SVD_PROBE_LIMIT = 1e9  # G·p·q·min(p, q): beyond it the dense SVDs are not even probed
+DENSE_FAST = 1e-2  # seconds: a dense iteration this quick is kept whatever the model says
+#                    (per-iteration overheads, which the model leaves out, dominate there)
+FACTORIZED_MARGIN = 2.0  # auto leaves the dense blocks only for a factorized iteration this
+#                          many times cheaper (the dense certificate is exact; and the choice
+#                          should not flip with timing noise)
 PLANNED_HEADS = 16  # heads per block the factorized plan reserves room for
 KRYLOV_SHARE = 0.1  # of the budget for the Lanczos basis of the final certificate
 CHUNK_BYTES = 2**30  # a network pass's intermediates per chunk: larger chunks are no faster
@@ -38,12 +43,13 @@ class MemoryBudgetError(MemoryError):
 class Plan:
     """How a problem will be solved: method, sample chunk, and the estimate behind it."""
 
-    method: str  # "fista" | "lbfgs" | "factorized" | "cvxpy"
+    method: str  # "fista" | "hybrid" | "factorized" | "cvxpy"
     peak_bytes: int  # estimated peak of the solve
     budget_bytes: int
     chunk_size: int | None = None  # samples per network pass (factorized)
     cache: bool = True  # keep the lifted data of every chunk between passes
     krylov_steps: int = 2000  # most Lanczos steps the final certificate may store
+    reason: str = ""  # why this method: requested, or auto's reason
 
 
 def available_memory(device: torch.device | str | None = None) -> int:
@@ -137,22 +143,43 @@ def budget_bytes(memory_budget, device=None) -> int:
     return int(memory_budget)
 
 
+def _dense_or_not(problem: Problem, method: str, dense_peak: int, budget: int
+                  ) -> tuple[bool, str]:
+    """Whether to solve on the dense blocks, and why."""
+    if method != "auto":
+        return method in ("fista", "hybrid"), f"method={method!r} requested"
+    p, q = problem.head.block_shape
+    svd_flops = problem.head.n_blocks * p * q * min(p, q)
+    if dense_peak > budget:
+        return False, (f"auto: the dense blocks need about {_gib(dense_peak)}, over the "
+                       f"budget of {_gib(budget)}")
+    if svd_flops > SVD_PROBE_LIMIT:
+        return False, (f"auto: one SVD of the {problem.head.n_blocks} blocks of {p} × {q} "
+                       f"costs about {svd_flops:.2g} flops per iteration")
+    from .timing import iteration_times
+
+    times = iteration_times(problem, PLANNED_HEADS)
+    if times.dense > DENSE_FAST and times.factorized * FACTORIZED_MARGIN < times.dense:
+        return False, f"auto: {times.describe()}"
+    return True, f"auto: the dense blocks fit ({_gib(dense_peak)}); {times.describe()}"
+
+
 def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
-def fista_bytes(problem: Problem, lbfgs: bool = False) -> int:
+def fista_bytes(problem: Problem, hybrid: bool = False) -> int:
     """Estimated peak of FISTA: X, the lifted data (with the pooled design when it is built),
     the map's intermediates, and ~16 copies of the blocks (iterates, gradient, prox SVD, the
-    certificate's gradient blocks and the dual extrapolation's history); ``lbfgs``: 24 more for
-    L-BFGS's history (``method="lbfgs"``)."""
+    certificate's gradient blocks and the dual extrapolation's history); ``hybrid``: 24 more for
+    L-BFGS's history or Newton's system (``method="hybrid"``)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(1, problem.pooled)
     design = problem.pooled and 0 < n * cost.design * item <= DESIGN_BUDGET
     lift = cost.lift + (cost.design if design else 0)
     per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
     p, q = head.block_shape
-    copies = 40 if lbfgs else 16
+    copies = 40 if hybrid else 16
     return item * (n * per_sample + copies * head.n_blocks * p * q)
 
 
@@ -187,12 +214,15 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     available); raise :class:`MemoryBudgetError` when no way fits.
 
     A pooled program that equals a smaller one (``Problem.collapsed``) is planned as that
-    one, which is what :func:`cvxattn.solve` solves. ``"auto"`` takes FISTA when its
-    estimated peak fits and one iteration's dense SVDs are cheap
-    (G·p·q·min(p, q) ≤ 10⁸ flops), else the factorized solver with the largest chunk of
-    samples that fits.
+    one, which is what :func:`cvxattn.solve` solves. ``"auto"`` takes the dense blocks
+    (``"hybrid"``: FISTA, and Newton or L-BFGS at full rank) when their estimated peak fits and the time
+    model (:mod:`cvxattn.solvers.timing`: the head's flops, a measured matrix product and one
+    measured SVD of the blocks) estimates a dense iteration under 10 ms or does not find a
+    factorized one at least twice as cheap; else the factorized solver with the largest chunk
+    of samples that fits. Blocks whose SVD would cost over 10⁹ flops are not probed:
+    factorized. ``Plan.reason`` says why.
     """
-    collapsed = problem.collapsed() if method in ("auto", "fista", "lbfgs") else None
+    collapsed = problem.collapsed() if method in ("auto", "fista", "hybrid") else None
     if collapsed is not None:  # solve() solves the smaller program this one equals
         return plan(collapsed[0], method, memory_budget)
     budget = budget_bytes(memory_budget, problem.X.device)
@@ -207,18 +237,18 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
                 f"memory_budget: method='cvxpy' needs about {_gib(peak)} for the dense map "
                 f"matrix, over the budget of {_gib(budget)}; use method='fista' or "
                 "'factorized'")
-        return Plan("cvxpy", peak, budget)
-    fista_peak = fista_bytes(problem, lbfgs=method != "fista")
-    svd_flops = head.n_blocks * p * q * min(p, q)
-    if method in ("fista", "lbfgs") or (method == "auto" and fista_peak <= budget
-                                        and svd_flops <= SVD_FLOPS_LIMIT):
+        return Plan("cvxpy", peak, budget, reason="method='cvxpy' requested")
+    fista_peak = fista_bytes(problem, hybrid=method != "fista")
+    dense, reason = _dense_or_not(problem, method, fista_peak, budget)
+    if dense:
         if fista_peak > budget:
             raise MemoryBudgetError(
-                f"memory_budget: method={method if method != 'auto' else 'lbfgs'!r} needs about {_gib(fista_peak)} (estimated), "
+                f"memory_budget: method={method!r} needs about {_gib(fista_peak)} (estimated), "
                 f"over the budget of {_gib(budget)}; use method='factorized' (it works in "
                 "chunks of samples and never forms the blocks) or raise memory_budget")
-        # auto: FISTA with L-BFGS where the blocks have full rank (a few more dense blocks)
-        return Plan("fista" if method == "fista" else "lbfgs", fista_peak, budget)
+        # auto: FISTA with Newton or L-BFGS where the blocks have full rank
+        return Plan("fista" if method == "fista" else "hybrid", fista_peak, budget,
+                    reason=reason)
     item = problem.X.element_size()
     krylov_steps = int(min(2000, KRYLOV_SHARE * budget
                            // (item * 2 * head.n_blocks * (p + q))))
@@ -236,7 +266,8 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
                         max(1, CHUNK_BYTES // max(pass_bytes, 1))))
         while chunk > 1 and peak(chunk) > budget:
             chunk //= 2
-        return Plan("factorized", peak(chunk), budget, chunk, cache, krylov_steps)
+        return Plan("factorized", peak(chunk), budget, chunk, cache, krylov_steps,
+                    reason=reason)
     need = factorized_bytes(problem, 1, False, PLANNED_HEADS, 10)
     raise MemoryBudgetError(
         f"memory_budget: the smallest factorized solve of this problem needs about "

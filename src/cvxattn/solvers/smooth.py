@@ -1,28 +1,36 @@
-"""L-BFGS where the block nuclear norm is smooth, FISTA where it is not (``method="lbfgs"``).
+"""FISTA, and a second-order method where the block nuclear norm is smooth
+(``method="hybrid"``).
 
 ‖Z_g‖_* = Σ_k σ_k(Z_g) is differentiable wherever Z_g has full rank min(p, q), with gradient
-U_g V_gᵀ (its thin SVD). So near an optimum whose blocks all have full rank — the small-β end
-of a regularization path, where FISTA needs tens of thousands of iterations on an
-ill-conditioned loss — the program is a smooth one, and a quasi-Newton method converges in far
-fewer iterations (Nocedal & Wright, ch. 7). Away from it (a rank-deficient optimum, a zero start)
-proximal steps are what works. This solver alternates:
+U_g V_gᵀ (its thin SVD) and a Hessian in closed form. So near an optimum whose blocks all have
+full rank — the small-β end of a regularization path, where FISTA needs tens of thousands of
+iterations on an ill-conditioned loss, and where a certificate needs the point close in
+distance, not only in objective — the program is a smooth one, and a second-order method
+converges in a few steps. Away from it (a rank-deficient optimum, a zero start) proximal steps
+are what works. This solver alternates:
 
-1. FISTA (``cvxattn.solvers.fista``) from the start, ``FISTA_ROUND`` iterations at a time;
-2. whenever the iterate's blocks all have full rank (σ_min ≥ ``ENTER_RATIO`` · σ_max), L-BFGS
-   with a strong-Wolfe line search (``torch.optim.LBFGS``) on the smooth objective, checking
-   the certificate every ``check_every`` iterations; it hands back to FISTA when a block nears
-   rank deficiency (σ_min < ``LEAVE_RATIO`` · σ_max) or the bounds stop moving.
+1. FISTA (``cvxattn.solvers.fista``), ``FISTA_ROUND`` iterations at a time, doubling;
+2. whenever every block has full rank (σ_min ≥ ``ENTER_RATIO`` · σ_max):
+   - **Newton's method** when the pooled outputs are an explicit design times the blocks
+     (``Head.pooled_design``) and the system has at most ``NEWTON_SIZE`` unknowns: the loss's
+     Hessian assembled from the design, the nuclear norm's in closed form, a Cholesky solve, a
+     backtracking line search that keeps every block of full rank; or else
+   - **L-BFGS** with a strong-Wolfe line search (``torch.optim.LBFGS``), kept only while it
+     closes the gap per evaluation at least as fast as FISTA's last round did per iteration.
+
+   Either hands back to FISTA when a block nears rank deficiency (σ_min < ``LEAVE_RATIO`` ·
+   σ_max) or the bounds stop moving.
 
 Cross-entropy is invariant to adding one vector to every class's logits, and every head except
 the block FNO with B > 1 groups adds a block's columns class by class (the class is the inner
 axis of the columns, ``Head.class_columns``). Then P(Z Π) ≤ P(Z) for the projection Π = I ⊗ (I −
 11ᵀ/c), so the optimum has Z_g(I ⊗ 1) = 0 and rank ≤ min(p, q − q/c): never "full rank" in the
-plain sense. L-BFGS therefore works on M_g = Z_g B, Z_g = M_g Bᵀ, with B (q, k) an orthonormal
-basis of that subspace, and ‖Z_g‖_* = ‖M_g‖_*.
+plain sense. The second-order phases therefore work on M_g = Z_g B, Z_g = M_g Bᵀ, with B (q, k)
+an orthonormal basis of that subspace, and ‖Z_g‖_* = ‖M_g‖_*.
 
-Like FISTA it runs in centered coordinates (``Problem.centered``), and every lower bound is the
-exact certificate of SPEC.md §4 (``certify``): the method changes how the point is found, never
-how it is proven.
+Like FISTA every phase runs in centered coordinates (``Problem.centered``), and every lower
+bound is the exact certificate of SPEC.md §4 (``certify``): the method changes how the point is
+found, never how it is proven.
 """
 
 from __future__ import annotations
@@ -40,13 +48,14 @@ from .fista import fista
 from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status,
                        no_progress, warn_unconverged)
 
-__all__ = ["fista_lbfgs", "smooth_basis"]
+__all__ = ["hybrid", "smooth_basis"]
 
 FISTA_ROUND = 100  # FISTA iterations between tests of the rank
 ENTER_RATIO = 1e-2  # σ_min / σ_max of every block above which L-BFGS takes over
 LEAVE_RATIO = 1e-4  # ... and below which it hands back to FISTA
 _MEMORY = 10  # L-BFGS history
 _PATIENCE = 5  # checks without progress before L-BFGS hands back
+NEWTON_SIZE = 2000  # most unknowns of a Newton system formed explicitly (a 32 MiB matrix)
 
 
 def smooth_basis(problem: Problem) -> torch.Tensor:
@@ -158,19 +167,157 @@ def _rate(before: float, after: float, steps: int) -> float:
     return (math.log(before) - math.log(max(after, 1e-300))) / steps
 
 
-def fista_lbfgs(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
-                check_every: int = 10, init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                verbose: bool = False, callback=None) -> Solution:
+def _nuclear_hessian(M: torch.Tensor) -> torch.Tensor:
+    """∇²‖M‖_* (p·k, p·k) at a full-rank block M (p, k), row-major vec. With M = U S Vᵀ (thin)
+    and p ≥ k, the derivative of ∇‖M‖_* = U Vᵀ along E is
+    U [(A − Aᵀ) ∘ F] Vᵀ + (I − U Uᵀ) E V S⁻¹ Vᵀ,  A = Uᵀ E V,  F_ij = 1/(σ_i + σ_j);
+    for p < k the same on Mᵀ."""
+    p, k = M.shape
+    if p < k:
+        H = _nuclear_hessian(M.T)  # indices (j, i) of Mᵀ; permute back to (i, j) of M
+        order = torch.arange(p * k, device=M.device).reshape(k, p).T.reshape(-1)
+        return H[order][:, order]
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)  # U (p, k), S (k,), Vh (k, k)
+    V = Vh.T
+    E = torch.eye(p * k, dtype=M.dtype, device=M.device).reshape(p * k, p, k)  # every basis E
+    A = U.T @ E @ V  # (pk, k, k)
+    F = 1.0 / (S[:, None] + S[None, :])
+    inner = U @ (((A - A.transpose(1, 2)) * F) @ Vh)
+    outer = (E - U @ (U.T @ E)) @ (V / S) @ Vh
+    return (inner + outer).reshape(p * k, p * k).T  # column e = H e; H is symmetric
+
+
+def _newton_system(problem: Problem, design: torch.Tensor, blocks: torch.Tensor,
+                   bias: torch.Tensor, basis: torch.Tensor):
+    """Value, gradient and Hessian of F in the coordinates (M, β_b) with Z_g = M_g Bᵀ and the
+    centered intercept b' = B_c β_b, from the pooled design Φ (n, D): outputs Φ̃ W + b' with
+    W = Z.reshape(D, c) and Φ̃ = Φ centered. Every row of W (and b') lives in the span of the
+    same B_c (c, k) — B is block-diagonal in B_c — so with the loss's Hessian
+    diag(w_i) − u_i u_iᵀ and the augmented design a_i = (φ̃_i, 1):
+        H = Σ_c (Σ_i w_ic a_i a_iᵀ) ⊗ B_c[c]ᵀB_c[c] − Σ_i (a_i ⊗ B_cᵀu_i)(a_i ⊗ B_cᵀu_i)ᵀ, / n,
+    plus β times the nuclear norm's Hessian of every block M_g."""
+    n, D = design.shape
+    c = problem.c
+    G, p, q = blocks.shape
+    k = basis.shape[1] * c // q  # per class group: c − 1, or c
+    Bc = basis[:c, :k]
+    centered = design - design.mean(0)
+    outputs = centered @ blocks.reshape(D, c) + bias
+    value = problem.loss.value(outputs, problem.y)
+    weights = problem.loss.gradient(outputs, problem.y) / n  # (n, c)
+    augmented = torch.cat([centered, centered.new_ones(n, 1)], dim=1)  # (n, D + 1)
+    g = ((augmented.T @ weights) @ Bc).reshape(-1)  # ((D + 1)·k,)
+    w, u = problem.loss.hessian_parts(outputs)
+    per_class = torch.einsum("ni,na,nj->aij", augmented, w / n, augmented)  # (c, D+1, D+1)
+    H = torch.einsum("aij,ak,al->ikjl", per_class, Bc, Bc).reshape((D + 1) * k, (D + 1) * k)
+    if u is not None:
+        Q = (augmented[:, :, None] * (u @ Bc)[:, None, :]).reshape(n, (D + 1) * k)
+        H -= Q.T @ Q / n
+    M = blocks @ basis  # (G, p, k·q/c)
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    value = value + problem.beta * S.sum()
+    size = M.numel()
+    g[:size] += problem.beta * (U @ Vh).reshape(-1)
+    block = size // G
+    for gi in range(G):
+        rows = slice(gi * block, (gi + 1) * block)
+        H[rows, rows] += problem.beta * _nuclear_hessian(M[gi])
+    return float(value), g, H, Bc
+
+
+def _newton(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tensor,
+            tol: float, max_iter: int, check_every: int, start_time: float, first_iter: int,
+            entry_gap: float, rival, verbose: bool, callback):
+    """Newton's method on (M, b') where the pooled design is explicit and the system small
+    (``NEWTON_SIZE``): the Hessian of the loss and of the nuclear norm formed and solved by
+    Cholesky, a backtracking line search that keeps every block of full rank, the exact
+    certificate after every step. Same contract as :func:`_lbfgs`."""
+    design = problem.head.pooled_design(problem.data)
+    G, p, q = Z.shape
+    k = basis.shape[1]
+    shift = problem.output_mean(problem.outputs(Z))
+    blocks, bias = Z.clone(), b + shift  # centered coordinates
+    history: list[Checkpoint] = []
+    best = best_Z = None
+    lower = -math.inf
+    extrapolation = DualExtrapolation()
+    eps = torch.finfo(Z.dtype).eps
+    n_iter, ending = 0, "max_iter"
+    while n_iter < max_iter:
+        value, g, H, Bc = _newton_system(problem, design, blocks, bias, basis)
+        ridge = 1e-12 * float(H.diagonal().abs().max())
+        while True:
+            L, info = torch.linalg.cholesky_ex(
+                H + ridge * torch.eye(len(H), dtype=H.dtype, device=H.device))
+            if int(info) == 0:
+                break
+            ridge = max(10 * ridge, 1e-300)
+        step = -torch.cholesky_solve(g[:, None], L)[:, 0]
+        slope = float(g @ step)  # < 0
+        t, moved = 1.0, False
+        for _ in range(40):  # backtracking: decrease (or a step below rounding), full rank
+            dM = (t * step[:G * p * k]).reshape(G, p, k)
+            trial_blocks = blocks + dM @ basis.T
+            trial_bias = bias + Bc @ (t * step[G * p * k:])
+            if _rank_ratio(trial_blocks @ basis) >= LEAVE_RATIO:
+                outputs = problem.outputs(trial_blocks)
+                trial = float(problem.loss_of_outputs(problem.centered(outputs), trial_bias)
+                              + problem.beta * problem.regularizer.value(trial_blocks))
+                if trial <= value + 1e-4 * t * slope or -t * slope <= 10 * eps * abs(value):
+                    blocks, bias, moved = trial_blocks, trial_bias, True
+                    break
+            t *= 0.5
+        n_iter += 1
+        outputs = problem.outputs(blocks)
+        cert = certify(problem, blocks, bias - problem.output_mean(outputs), outputs)
+        if best is None or cert.objective < best.objective:
+            best, best_Z = cert, blocks
+        lower = max(lower, cert.lower_bound, extrapolation.lower_bound(problem, cert))
+        gap = relative_gap(best.objective, lower)
+        history.append(Checkpoint(first_iter + n_iter, time.perf_counter() - start_time,
+                                  cert.objective, lower, gap))
+        callback(history[-1])
+        if verbose:
+            print(f"  newton {first_iter + n_iter:5d}  P={cert.objective:.10e}  "
+                  f"D={lower:.10e}  gap={gap:.2e}  step={t:.3g}")
+        if gap <= tol:
+            ending = "optimal"
+            break
+        if not moved:
+            ending = "left"  # no step keeps the blocks of full rank and lowers F
+            break
+        if no_progress(history, eps, _PATIENCE):
+            ending = "stalled"
+            break
+    return best, best_Z, lower, n_iter, ending
+
+
+def _newton_applies(problem: Problem, basis: torch.Tensor) -> bool:
+    """Whether the Newton system can be formed: pooled outputs through an explicit design and
+    at most ``NEWTON_SIZE`` unknowns."""
+    if not problem.pooled or problem.head.pooled_design(problem.data) is None:
+        return False
+    G, p, _ = (problem.head.n_blocks, *problem.head.block_shape)
+    return G * p * basis.shape[1] + problem.c <= NEWTON_SIZE
+
+
+def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
+           init: tuple[torch.Tensor, torch.Tensor] | None = None, verbose: bool = False,
+           callback=None) -> Solution:
     """Solve ``problem`` to a relative gap ≤ ``tol`` by FISTA and, where every block has full
-    rank, L-BFGS (see the module's docstring). ``max_iter`` counts the iterations of both.
+    rank, Newton's method or L-BFGS (see the module's docstring). ``max_iter`` counts the
+    iterations of all (a Newton step is one). ``Solution.method`` is ``"newton"`` or
+    ``"lbfgs"`` when that phase ran, else ``"fista"``.
 
     FISTA runs in rounds of ``FISTA_ROUND`` iterations, doubling, with the rank tested after
-    each. L-BFGS is entered at most twice, and keeps going only while it closes the gap at
-    least as fast per evaluation as FISTA's last round did per iteration (over a window as
-    long as that round): on a well-conditioned program, or at a tolerance where the gap waits
-    for the dual point, FISTA is hard to beat, and the trial costs one round at most."""
+    each; Newton may start at once from a full-rank ``init``. The second-order phase is entered
+    at most twice. L-BFGS keeps going only while it closes the gap at least as fast per
+    evaluation as FISTA's last round did per iteration (over a window as long as that round):
+    on a well-conditioned program, or at a tolerance where the gap waits for the dual point,
+    FISTA is hard to beat, and the trial costs one round at most."""
     start_time = time.perf_counter()
     basis = smooth_basis(problem)
+    newton = _newton_applies(problem, basis)
     point = init
     history: list[Checkpoint] = []
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # objective, Z, b
@@ -190,12 +337,15 @@ def fista_lbfgs(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             callback(history[-1])
 
     while n_iter < max_iter and not stalled:
-        if entries < 2 and rival is not None and rival[1] > 0 and \
+        # Newton from any full-rank point; L-BFGS after a FISTA round to race against
+        if entries < 2 and point is not None and (newton or rival and rival[1] > 0) and \
                 _rank_ratio(point[0] @ basis) >= ENTER_RATIO:
             entries += 1
-            cert, Z, run_lower, done, ending = _lbfgs(
+            smooth = _newton if newton else _lbfgs
+            cert, Z, run_lower, done, ending = smooth(
                 problem, *point, basis, tol, max_iter - n_iter, check_every, start_time,
-                n_iter, relative_gap(best[0], lower), rival, verbose, record)
+                n_iter, relative_gap(best[0], lower) if best else math.inf, rival, verbose,
+                record)
             lbfgs_iter += done
             found = (cert.objective, Z, cert.intercept)
             if ending == "slower":
@@ -223,9 +373,11 @@ def fista_lbfgs(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
         stalled = ending == "stalled" or done == 0
     gap = relative_gap(best[0], lower)
     status = Status.OPTIMAL if gap <= tol else Status.STALLED if stalled else Status.MAX_ITER
-    warn_unconverged("FISTA/L-BFGS", status, n_iter, gap, tol, _PATIENCE, best[1].dtype)
+    warn_unconverged("FISTA/Newton" if newton else "FISTA/L-BFGS", status, n_iter, gap, tol,
+                     _PATIENCE, best[1].dtype)
     return Solution.of(problem, dense=best[1], intercept=best[2], objective=best[0],
                        lower_bound=lower, gap=gap, status=status,
-                       method="lbfgs" if lbfgs_iter else "fista", n_iter=n_iter,
+                       method=("newton" if newton else "lbfgs") if lbfgs_iter else "fista",
+                       n_iter=n_iter,
                        seconds=time.perf_counter() - start_time,
                        certificate=CertificateInfo("exact SVD"), history=tuple(history))

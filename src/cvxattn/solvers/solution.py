@@ -218,7 +218,8 @@ class Solution(FittedBlocks):
     (P − D)/|P| ≥ (P − P*)/|P|. ``status`` is a :class:`Status` (``status.advice`` says
     what to do): ``"optimal"`` (gap ≤ tol), ``"max_iter"`` (the run stopped first),
     ``"stalled"`` (the bounds stopped moving at the floating-point limit) or ``"inaccurate"``
-    (CVXPY's low-accuracy result). ``certificate`` is a :class:`CertificateInfo`.
+    (CVXPY's low-accuracy result). ``certificate`` is a :class:`CertificateInfo`;
+    ``method_reason`` says why ``method`` solved it (requested, or ``"auto"``'s reason).
     """
 
     head: Head = field(repr=False)  # bound to (s, d, c), gates resolved
@@ -237,6 +238,8 @@ class Solution(FittedBlocks):
     seconds: float
     certificate: CertificateInfo  # how the dual norms were computed
     history: tuple[Checkpoint, ...] = field(default=(), repr=False)
+    # why this method: "method=... requested", or auto's reason (memory, the time model)
+    method_reason: str = ""
     dense: torch.Tensor | None = field(default=None, repr=False)  # Z (G, p, q) if solved so
     heads: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
