@@ -82,6 +82,43 @@ def _rank_ratio(M: torch.Tensor) -> float:
     return float((sigma[:, -1] / top).min())
 
 
+class _Checks:
+    """The exact certificate after each step of a second-order phase: the best point and the
+    best lower bound so far, each check recorded (``callback``) and printed (``verbose``)."""
+
+    def __init__(self, problem: Problem, name: str, first_iter: int, start_time: float,
+                 verbose: bool, callback):
+        self.problem, self.name, self.first_iter = problem, name, first_iter
+        self.start_time, self.verbose, self.callback = start_time, verbose, callback
+        self.history: list[Checkpoint] = []
+        self.best = self.best_Z = None
+        self.lower = -math.inf
+        self.extrapolation = DualExtrapolation()
+
+    def __call__(self, blocks: torch.Tensor, bias: torch.Tensor, n_iter: int) -> float:
+        """Certify blocks Z and the centered intercept b'; return the relative gap."""
+        problem = self.problem
+        with torch.no_grad():
+            outputs = problem.outputs(blocks)
+            cert = certify(problem, blocks, bias - problem.output_mean(outputs), outputs)
+        if self.best is None or cert.objective < self.best.objective:
+            self.best, self.best_Z = cert, blocks
+        self.lower = max(self.lower, cert.lower_bound,
+                         self.extrapolation.lower_bound(problem, cert))
+        gap = relative_gap(self.best.objective, self.lower)
+        self.history.append(Checkpoint(self.first_iter + n_iter,
+                                       time.perf_counter() - self.start_time,
+                                       cert.objective, self.lower, gap))
+        self.callback(self.history[-1])
+        if self.verbose:
+            print(f"  {self.name:6s} {self.first_iter + n_iter:6d}  P={cert.objective:.10e}  "
+                  f"D={self.lower:.10e}  gap={gap:.2e}")
+        return gap
+
+    def stalled(self) -> bool:
+        return no_progress(self.history, torch.finfo(self.best_Z.dtype).eps, _PATIENCE)
+
+
 def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tensor,
            tol: float, max_iter: int, check_every: int, start_time: float, first_iter: int,
            entry_gap: float, rival: tuple[float, int], verbose: bool, callback):
@@ -111,10 +148,8 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
             bias.grad = gb.clone()
             return value + beta * S.sum()
 
-    history: list[Checkpoint] = []
-    best = best_Z = None
-    lower = -math.inf
-    extrapolation = DualExtrapolation()
+    checks = _Checks(problem, "lbfgs", first_iter, start_time, verbose, callback)
+    history = checks.history
     evaluations: list[int] = []  # loss-and-gradient evaluations at each check
     n_iter, ending = 0, "max_iter"
     while n_iter < max_iter:
@@ -123,28 +158,14 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
         optimizer.step(closure)
         done = optimizer.state[optimizer._params[0]]["n_iter"] - before
         n_iter += done
-        with torch.no_grad():
-            blocks = M.detach() @ basis.T
-            outputs = problem.outputs(blocks)
-            cert = certify(problem, blocks, bias.detach() - problem.output_mean(outputs),
-                           outputs)
-        if best is None or cert.objective < best.objective:
-            best, best_Z = cert, blocks
-        lower = max(lower, cert.lower_bound, extrapolation.lower_bound(problem, cert))
-        gap = relative_gap(best.objective, lower)
-        history.append(Checkpoint(first_iter + n_iter, time.perf_counter() - start_time,
-                                  cert.objective, lower, gap))
-        callback(history[-1])
-        if verbose:
-            print(f"  lbfgs {first_iter + n_iter:6d}  P={cert.objective:.10e}  D={lower:.10e}  "
-                  f"gap={gap:.2e}")
+        gap = checks(M.detach() @ basis.T, bias.detach(), n_iter)
         if gap <= tol:
             ending = "optimal"
             break
         if done == 0 or _rank_ratio(M.detach()) < LEAVE_RATIO:
             ending = "left"  # the line search found no step, or a block nears rank deficiency
             break
-        if no_progress(history, torch.finfo(M.dtype).eps, _PATIENCE):
+        if checks.stalled():
             ending = "stalled"
             break
         # its rate over the last window as long as FISTA's round (from the entry at first)
@@ -157,7 +178,7 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
             if _rate(then, gap, used) < rival[0]:
                 ending = "slower"
                 break
-    return best, best_Z, lower, n_iter, ending
+    return checks.best, checks.best_Z, checks.lower, n_iter, ending
 
 
 def _rate(before: float, after: float, steps: int) -> float:
@@ -237,10 +258,7 @@ def _newton(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Ten
     k = basis.shape[1]
     shift = problem.output_mean(problem.outputs(Z))
     blocks, bias = Z.clone(), b + shift  # centered coordinates
-    history: list[Checkpoint] = []
-    best = best_Z = None
-    lower = -math.inf
-    extrapolation = DualExtrapolation()
+    checks = _Checks(problem, "newton", first_iter, start_time, verbose, callback)
     eps = torch.finfo(Z.dtype).eps
     n_iter, ending = 0, "max_iter"
     while n_iter < max_iter:
@@ -268,28 +286,16 @@ def _newton(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Ten
                     break
             t *= 0.5
         n_iter += 1
-        outputs = problem.outputs(blocks)
-        cert = certify(problem, blocks, bias - problem.output_mean(outputs), outputs)
-        if best is None or cert.objective < best.objective:
-            best, best_Z = cert, blocks
-        lower = max(lower, cert.lower_bound, extrapolation.lower_bound(problem, cert))
-        gap = relative_gap(best.objective, lower)
-        history.append(Checkpoint(first_iter + n_iter, time.perf_counter() - start_time,
-                                  cert.objective, lower, gap))
-        callback(history[-1])
-        if verbose:
-            print(f"  newton {first_iter + n_iter:5d}  P={cert.objective:.10e}  "
-                  f"D={lower:.10e}  gap={gap:.2e}  step={t:.3g}")
-        if gap <= tol:
+        if checks(blocks, bias, n_iter) <= tol:
             ending = "optimal"
             break
         if not moved:
             ending = "left"  # no step keeps the blocks of full rank and lowers F
             break
-        if no_progress(history, eps, _PATIENCE):
+        if checks.stalled():
             ending = "stalled"
             break
-    return best, best_Z, lower, n_iter, ending
+    return checks.best, checks.best_Z, checks.lower, n_iter, ending
 
 
 def _newton_applies(problem: Problem, basis: torch.Tensor) -> bool:
