@@ -91,7 +91,8 @@ def test_squared_loss_matches_cvxpy(references, name, head, targets):
     shape = (N, 3) if targets == "pooled" else (N, S, 3)
     X, Y = tokens(3, n=N, s=S, d=D), rng.normal(size=shape)
     prob = ca.Problem(head, X, Y, BETA, loss="squared")
-    sol = ca.solve(prob, tol=1e-7, max_iter=20_000)  # P − P* ≤ 1e-7 P
+    # P − P* ≤ 5e-7 P (linear attention's gap stalls near 1.2e-7 in float64 on these 8 samples)
+    sol = ca.solve(prob, tol=5e-7, max_iter=20_000)
     ref = ca.solve(prob, method="cvxpy")
     assert sol.objective == pytest.approx(ref.objective, rel=1e-6)
     assert sol.decision_function(X).shape == shape

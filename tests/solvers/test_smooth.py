@@ -214,3 +214,22 @@ def test_the_nuclear_norms_hessian_against_finite_differences(shape):
     numeric = (gradient(M + h * E) - gradient(M - h * E)) / (2 * h)
     torch.testing.assert_close(H @ E.reshape(-1), numeric, rtol=0, atol=1e-8)
     torch.testing.assert_close(H, H.T, rtol=0, atol=1e-14)
+
+
+def test_a_block_that_shrinks_to_zero_is_handed_back_to_fista():
+    """Two classes and gate blocks of one column: every nonzero block has "full rank", but at
+    the optimum two of the three are zero. Newton must notice (a block small against the
+    largest, or a gap that stops halving) and hand back, not crawl to max_iter. The tokens are
+    the fit split of the table test's backbone tokens, where it crawled."""
+    from pathlib import Path
+
+    with np.load(Path(__file__).with_name("gated-two-classes.npz")) as saved:
+        X, y = saved["X"], saved["y"]
+    problem = ca.Problem(ca.heads.MLP(activation="gated", n_gates=3, seed=0), X, y, beta=0.01)
+    ref = ca.solve(problem, method="fista", tol=1e-6, max_iter=20_000)
+    assert (ref.ranks == 0).any()
+    sol = ca.solve(problem, method="hybrid", tol=1e-6, max_iter=5000)
+    assert sol.status == "optimal"
+    assert abs(sol.objective - ref.objective) <= 2e-6 * ref.objective
+    assert sol.ranks.tolist() == ref.ranks.tolist()
+    assert sol.n_iter <= ref.n_iter + 300

@@ -77,6 +77,10 @@ class SelfAttention(Head):
         else:
             data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
             data["mean"] = X.mean(1)  # (n, d): pooled, the queries enter through x̄
+            if self._wants_design(design, X, d ** 3):
+                # pooled p = Σ G[k,l] x̄[i] Z[(k,i),(l,o)]: the design Φ[(k,i,l)] = G[k,l] x̄[i]
+                data["design"] = (data["gram"][:, :, None, :] * data["mean"][:, None, :, None]
+                                  ).reshape(n, 1, d ** 3)
         return data
 
     @staticmethod
@@ -124,7 +128,7 @@ class SelfAttention(Head):
 
     def pooled(self, Z, data):
         X = data["X"]
-        if not self.gated:
+        if not self.gated and "design" not in data:
             T = self._weighted_models(Z, data["gram"])  # (n, d, c)
             return torch.einsum("ni,nio->no", self._mean_token(data), T)
         if "design" in data:
@@ -204,7 +208,7 @@ class SelfAttention(Head):
                 net, net_flops = 3 * heads * d + 2 * c, 4 * heads * (2 * d * d + d * c)
             else:
                 net, net_flops = tokens, tokens_flops
-            return HeadCost(lift=d * d + d, design=0, map=3 * d * c + s * c,
+            return HeadCost(lift=d * d + d, design=d ** 3, map=3 * d * c + s * c,
                             map_flops=4 * d ** 3 * c + 2 * s * d * d, network=net,
                             network_flops=net_flops + 2 * s * d * d)
         m = self.n_gates

@@ -26,6 +26,7 @@ __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate"
            "MemoryBudgetError", "Plan", "plan"]
 
 METHODS = ("auto", "fista", "hybrid", "factorized", "cvxpy")
+FLOAT32_TRUST = 1e-5  # relative gaps below this are proven in float64 (float32 ε ≈ 1.2e-7)
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
@@ -115,9 +116,11 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
 
 def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init, verbose: bool,
                          callback=None) -> Solution:
-    """``run`` (a dense-block solver: FISTA, FISTA/L-BFGS); a float32 run that stalls above
-    ``tol`` (its rounding swamps the gap) is finished in float64 from where it stopped, within
-    the same iteration limit."""
+    """``run`` (a dense-block solver: FISTA, the hybrid) in the problem's precision; a float32
+    run is finished in float64 from where it stopped, within the same iteration limit, when it
+    stalled above ``tol`` (its rounding swamps the gap), or when it claims a ``tol`` below
+    ``FLOAT32_TRUST``, which float32's own rounding of P and D cannot prove (the float64 run
+    then starts by certifying the point, and stops there when it holds)."""
     if problem.X.dtype != torch.float32:
         return run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
                    callback=callback)
@@ -125,7 +128,8 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
         warnings.simplefilter("always")
         first = run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
                     callback=callback)
-    finishing = first.status == "stalled" and first.n_iter < max_iter
+    finishing = first.n_iter < max_iter and (
+        first.status == "stalled" or (first.status == "optimal" and tol < FLOAT32_TRUST))
     for w in caught:  # the stall's own warning is moot once the float64 run goes on
         if not (finishing and issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -142,8 +146,8 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
     return replace(finish, n_iter=first.n_iter + finish.n_iter,
                    seconds=first.seconds + finish.seconds, history=history,
                    certificate=replace(finish.certificate, precision=(
-                       f"float32 until iteration {first.n_iter} (stalled at gap "
-                       f"{first.gap:.1e}), then float64")))
+                       f"float32 until iteration {first.n_iter} ({first.status} at gap "
+                       f"{first.gap:.1e} in float32), then float64")))
 
 
 def _checked_blocks(problem: Problem, init):

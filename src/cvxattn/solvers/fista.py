@@ -62,11 +62,13 @@ def _initial_lipschitz(problem: Problem, Z, b, gZ, gb) -> float:
 
 def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
           init: tuple[torch.Tensor, torch.Tensor] | None = None,
-          verbose: bool = False, callback=None) -> Solution:
+          verbose: bool = False, callback=None, interrupt=None) -> Solution:
     """Solve ``problem`` by FISTA until the relative duality gap is ≤ ``tol``.
 
     ``init``: a starting point (Z, b), e.g. a neighbouring β's solution (warm start).
-    ``callback``: called with every checkpoint as it is recorded.
+    ``callback``: called with every checkpoint as it is recorded. ``interrupt(iteration, Z)``:
+    asked at every check that has not reached ``tol``; True ends the run there (status
+    ``"max_iter"``), which is how the hybrid solver takes over once the blocks have full rank.
     """
     start_time = time.perf_counter()
     beta, reg = problem.beta, problem.regularizer
@@ -139,7 +141,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
                 if gap <= tol:
                     break
                 stalled = no_progress(history, torch.finfo(Z.dtype).eps, _PATIENCE)
-                if stalled:
+                if stalled or (interrupt is not None and interrupt(n_iter, Z)):
                     break
 
     status = Status.OPTIMAL if gap <= tol else Status.STALLED if stalled else Status.MAX_ITER

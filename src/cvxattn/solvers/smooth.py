@@ -9,8 +9,9 @@ distance, not only in objective — the program is a smooth one, and a second-or
 converges in a few steps. Away from it (a rank-deficient optimum, a zero start) proximal steps
 are what works. This solver alternates:
 
-1. FISTA (``cvxattn.solvers.fista``), ``FISTA_ROUND`` iterations at a time, doubling;
-2. whenever every block has full rank (σ_min ≥ ``ENTER_RATIO`` · σ_max):
+1. FISTA (``cvxattn.solvers.fista``), one run, asked at every check whether to stop;
+2. it stops once every block has full rank (σ_min ≥ ``ENTER_RATIO`` · σ_max), for L-BFGS
+   after ``FISTA_ROUND`` iterations at least, and then:
    - **Newton's method** when the pooled outputs are an explicit design times the blocks
      (``Head.pooled_design``) and the system has at most ``NEWTON_SIZE`` unknowns: the loss's
      Hessian assembled from the design, the nuclear norm's in closed form, a Cholesky solve, a
@@ -50,12 +51,13 @@ from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution
 
 __all__ = ["hybrid", "smooth_basis"]
 
-FISTA_ROUND = 100  # FISTA iterations between tests of the rank
+FISTA_ROUND = 100  # FISTA iterations before L-BFGS may take over (its rate to race against)
 ENTER_RATIO = 1e-2  # σ_min / σ_max of every block above which L-BFGS takes over
 LEAVE_RATIO = 1e-4  # ... and below which it hands back to FISTA
 _MEMORY = 10  # L-BFGS history
 _PATIENCE = 5  # checks without progress before L-BFGS hands back
 NEWTON_SIZE = 2000  # most unknowns of a Newton system formed explicitly (a 32 MiB matrix)
+_NEWTON_WINDOW = 5  # Newton steps within which the gap must at least halve
 
 
 def smooth_basis(problem: Problem) -> torch.Tensor:
@@ -74,12 +76,12 @@ def smooth_basis(problem: Problem) -> torch.Tensor:
 
 
 def _rank_ratio(M: torch.Tensor) -> float:
-    """min over blocks of σ_min / σ_max (0 for a zero block)."""
+    """The smallest singular value of any block over the largest of all blocks (0 for a zero
+    solution): a block that shrinks towards zero leaves the smooth region as surely as one
+    that loses a direction."""
     sigma = torch.linalg.svdvals(M)  # (G, k)
-    top = sigma[:, 0]
-    if float(top.min()) <= 0.0:
-        return 0.0
-    return float((sigma[:, -1] / top).min())
+    top = float(sigma.max())
+    return float(sigma.min()) / top if top > 0.0 else 0.0
 
 
 class _Checks:
@@ -292,6 +294,10 @@ def _newton(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Ten
         if not moved:
             ending = "left"  # no step keeps the blocks of full rank and lowers F
             break
+        gaps = [h.gap for h in checks.history]
+        if len(gaps) > _NEWTON_WINDOW and gaps[-1] > 0.5 * gaps[-1 - _NEWTON_WINDOW]:
+            ending = "left"  # not converging like Newton: the optimum is not where it is smooth
+            break
         if checks.stalled():
             ending = "stalled"
             break
@@ -315,9 +321,9 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
     iterations of all (a Newton step is one). ``Solution.method`` is ``"newton"`` or
     ``"lbfgs"`` when that phase ran, else ``"fista"``.
 
-    FISTA runs in rounds of ``FISTA_ROUND`` iterations, doubling, with the rank tested after
-    each; Newton may start at once from a full-rank ``init``. The second-order phase is entered
-    at most twice. L-BFGS keeps going only while it closes the gap at least as fast per
+    FISTA runs until the blocks have full rank (the rank tested at every check); Newton may
+    start at once from a full-rank ``init``. The second-order phase is entered at most
+    twice. L-BFGS keeps going only while it closes the gap at least as fast per
     evaluation as FISTA's last round did per iteration (over a window as long as that round):
     on a well-conditioned program, or at a tolerance where the gap waits for the dual point,
     FISTA is hard to beat, and the trial costs one round at most."""
@@ -329,7 +335,7 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # objective, Z, b
     lower = -math.inf
     n_iter = lbfgs_iter = 0
-    entries, round_size, stalled, rival = 0, FISTA_ROUND, False, None
+    entries, stalled, rival = 0, False, None
 
     def record(c: Checkpoint, first: int = 0, elapsed: float = 0.0) -> None:
         """A sub-run's checkpoint, counted from this solve's start and with the best bounds
@@ -342,10 +348,16 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
         if callback is not None:
             callback(history[-1])
 
+    def full_rank(Z: torch.Tensor) -> bool:
+        return _rank_ratio(Z @ basis) >= ENTER_RATIO
+
+    def interrupt(iteration: int, Z: torch.Tensor) -> bool:
+        # Newton at once; L-BFGS after a round of FISTA to race against
+        return entries < 2 and (newton or iteration >= FISTA_ROUND) and full_rank(Z)
+
     while n_iter < max_iter and not stalled:
-        # Newton from any full-rank point; L-BFGS after a FISTA round to race against
         if entries < 2 and point is not None and (newton or rival and rival[1] > 0) and \
-                _rank_ratio(point[0] @ basis) >= ENTER_RATIO:
+                full_rank(point[0]):
             entries += 1
             smooth = _newton if newton else _lbfgs
             cert, Z, run_lower, done, ending = smooth(
@@ -358,14 +370,12 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
                 entries = 2  # FISTA for the rest
             ending = "left" if ending == "stalled" else ending  # FISTA has its go
         else:
-            budget = min(round_size, max_iter - n_iter)
-            round_size *= 2
             elapsed, first = time.perf_counter() - start_time, n_iter
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # the whole run warns
-                run = fista(problem, tol=tol, max_iter=budget, check_every=check_every,
-                            init=point, verbose=verbose,
-                            callback=lambda c: record(c, first, elapsed))
+                run = fista(problem, tol=tol, max_iter=max_iter - n_iter,
+                            check_every=check_every, init=point, verbose=verbose,
+                            callback=lambda c: record(c, first, elapsed), interrupt=interrupt)
             done, ending, run_lower = run.n_iter, str(run.status), run.lower_bound
             found = (run.objective, run.dense, run.intercept)
             rival = (_rate(run.history[0].gap, run.gap, done), done)
