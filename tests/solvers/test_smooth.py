@@ -220,11 +220,16 @@ def test_a_block_that_shrinks_to_zero_is_handed_back_to_fista():
     """Two classes and gate blocks of one column: every nonzero block has "full rank", but at
     the optimum two of the three are zero. Newton must notice (a block small against the
     largest, or a gap that stops halving) and hand back, not crawl to max_iter. The tokens are
-    the fit split of the table test's backbone tokens, where it crawled."""
-    from pathlib import Path
+    the fit split of the table test's toy backbone tokens, standardized, where it crawled."""
+    from cvxattn.digits import stratified_subset
+    from tests.test_table import Backbone, Images
 
-    with np.load(Path(__file__).with_name("gated-two-classes.npz")) as saved:
-        X, y = saved["X"], saved["y"]
+    images = Images(40, 0, "train")
+    X, y = Backbone().tokens(images.images), images.labels
+    flat = X.reshape(-1, X.shape[2]).astype(np.float64)
+    X = ((X - flat.mean(0)) / flat.std(0)).astype(np.float32)
+    fit = ~np.isin(np.arange(40), stratified_subset(np.arange(40), y, 8, 2))
+    X, y = X[fit], y[fit]
     problem = ca.Problem(ca.heads.MLP(activation="gated", n_gates=3, seed=0), X, y, beta=0.01)
     ref = ca.solve(problem, method="fista", tol=1e-6, max_iter=20_000)
     assert (ref.ranks == 0).any()
