@@ -130,10 +130,13 @@ def test_auto_chooses_by_the_time_model_and_says_why(monkeypatch):
     chosen = plan(problem)
     assert chosen.method == "hybrid" and chosen.reason.startswith("auto: the dense blocks fit")
     assert "ms on dense blocks" in chosen.reason
-    for dense, factorized, expected in ((1.0, 0.3, "factorized"), (1.0, 0.6, "hybrid"),
-                                        (0.009, 1e-6, "hybrid")):  # under 10 ms: dense
+    # (dense s, factorized s, SVD s): factorized only when the SVDs alone cost more than two
+    # factorized iterations, and never for a dense iteration under 10 ms
+    for dense, factorized, svd, expected in ((1.0, 0.3, 0.9, "factorized"),
+                                             (1.0, 0.3, 0.5, "hybrid"),
+                                             (0.009, 1e-6, 0.008, "hybrid")):
         monkeypatch.setattr(timing, "iteration_times", lambda problem, heads, d=dense,
-                            f=factorized: IterationTimes(d, f, 1e9, d / 2))
+                            f=factorized, v=svd: IterationTimes(d, f, 1e9, v))
         assert plan(problem).method == expected
     solution = ca.solve(problem, tol=1e-6)
     assert solution.method_reason == plan(problem).reason

@@ -323,10 +323,10 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
 
     FISTA runs until the blocks have full rank (the rank tested at every check); Newton may
     start at once from a full-rank ``init``. The second-order phase is entered at most
-    twice. L-BFGS keeps going only while it closes the gap at least as fast per
-    evaluation as FISTA's last round did per iteration (over a window as long as that round):
-    on a well-conditioned program, or at a tolerance where the gap waits for the dual point,
-    FISTA is hard to beat, and the trial costs one round at most."""
+    twice. L-BFGS keeps going only while it closes the gap at least as fast per evaluation as
+    the FISTA run before it did per iteration (over a window as long as that run): on a
+    well-conditioned program, or at a tolerance where the gap waits for the dual point, FISTA
+    is hard to beat, and the trial costs as many iterations as that run at most."""
     start_time = time.perf_counter()
     basis = smooth_basis(problem)
     newton = _newton_applies(problem, basis)
@@ -334,14 +334,13 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
     history: list[Checkpoint] = []
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # objective, Z, b
     lower = -math.inf
-    n_iter = lbfgs_iter = 0
+    n_iter = second_order_iter = 0
     entries, stalled, rival = 0, False, None
 
     def record(c: Checkpoint, first: int = 0, elapsed: float = 0.0) -> None:
         """A sub-run's checkpoint, counted from this solve's start and with the best bounds
         of the whole solve (each sub-run starts its own)."""
-        top = min([c.objective] + [h.objective for h in history[-1:]] +
-                  ([best[0]] if best else []))
+        top = min([c.objective] + [h.objective for h in history])  # the best P so far
         bound = max([c.lower_bound, lower] + [h.lower_bound for h in history[-1:]])
         history.append(replace(c, iteration=c.iteration + first, seconds=c.seconds + elapsed,
                                lower_bound=bound, gap=relative_gap(top, bound)))
@@ -364,7 +363,7 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
                 problem, *point, basis, tol, max_iter - n_iter, check_every, start_time,
                 n_iter, relative_gap(best[0], lower) if best else math.inf, rival, verbose,
                 record)
-            lbfgs_iter += done
+            second_order_iter += done
             found = (cert.objective, Z, cert.intercept)
             if ending == "slower":
                 entries = 2  # FISTA for the rest
@@ -393,7 +392,7 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
                      _PATIENCE, best[1].dtype)
     return Solution.of(problem, dense=best[1], intercept=best[2], objective=best[0],
                        lower_bound=lower, gap=gap, status=status,
-                       method=("newton" if newton else "lbfgs") if lbfgs_iter else "fista",
-                       n_iter=n_iter,
+                       method=(("newton" if newton else "lbfgs") if second_order_iter
+                               else "fista"), n_iter=n_iter,
                        seconds=time.perf_counter() - start_time,
                        certificate=CertificateInfo("exact SVD"), history=tuple(history))
