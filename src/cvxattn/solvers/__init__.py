@@ -37,10 +37,11 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
 
     method: ``"fista"`` (accelerated proximal gradient on the blocks Z), ``"hybrid"`` (FISTA,
     and Newton's method or L-BFGS wherever the blocks all have full rank and the nuclear norm
-    is smooth: the small-β end of a path), ``"factorized"`` (L-BFGS on the network's heads with rank
-    growth; never forms Z; chunked passes), ``"cvxpy"`` (generic conic solver, small problems
-    only: a reference), or ``"auto"`` ("hybrid" while the dense blocks are small and fit in
-    memory, else factorized; see :func:`cvxattn.solvers.plan`). ``init``: a previous Solution or (Z, b) to warm-start.
+    is smooth: the small-β end of a path), ``"factorized"`` (L-BFGS on the network's heads
+    with rank growth; never forms Z; chunked passes), ``"cvxpy"`` (generic conic solver, small
+    problems only: a reference), or ``"auto"`` ("hybrid" while the dense blocks fit in memory
+    and their SVDs are cheap, else factorized; see :func:`cvxattn.solvers.plan`; the reason is
+    ``Solution.method_reason``). ``init``: a previous Solution or (Z, b) to warm-start.
     ``max_iter`` counts iterations (L-BFGS iterations for the factorized solver).
     ``memory_budget``: bytes the solve may use (default 60% of the memory available now); a
     request whose estimated peak exceeds it raises :class:`MemoryBudgetError` before
@@ -128,8 +129,8 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
         warnings.simplefilter("always")
         first = run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
                     callback=callback)
-    finishing = first.n_iter < max_iter and (
-        first.status == "stalled" or (first.status == "optimal" and tol < FLOAT32_TRUST))
+    finishing = (first.status == "stalled" and first.n_iter < max_iter) or (
+        first.status == "optimal" and tol < FLOAT32_TRUST)
     for w in caught:  # the stall's own warning is moot once the float64 run goes on
         if not (finishing and issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -139,9 +140,11 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
     def continued(c: Checkpoint) -> Checkpoint:  # counted from the float32 run's start
         return replace(c, iteration=c.iteration + first.n_iter, seconds=c.seconds + first.seconds)
 
-    finish = run(problem.astype(torch.float64), tol=tol, max_iter=max_iter - first.n_iter,
-                   init=(first.blocks.double(), first.intercept.double()), verbose=verbose,
-                   callback=None if callback is None else lambda c: callback(continued(c)))
+    # (at least one iteration, so that an optimal point found at the limit is still proven)
+    finish = run(problem.astype(torch.float64), tol=tol,
+                 max_iter=max(max_iter - first.n_iter, 1),
+                 init=(first.blocks.double(), first.intercept.double()), verbose=verbose,
+                 callback=None if callback is None else lambda c: callback(continued(c)))
     history = first.history + tuple(continued(c) for c in finish.history)
     return replace(finish, n_iter=first.n_iter + finish.n_iter,
                    seconds=first.seconds + finish.seconds, history=history,
