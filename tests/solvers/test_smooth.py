@@ -11,7 +11,7 @@ import torch
 import cvxattn as ca
 from cvxattn.solvers import smooth
 from cvxattn.solvers.smooth import smooth_basis
-from tests.helpers import C, D, GRID, S, TEN, TEN_IDS, labels, tokens
+from tests.helpers import C, D, S, TEN, TEN_IDS, labels, tokens
 
 N = 8
 

@@ -17,10 +17,12 @@ are what works. This solver alternates:
      Hessian assembled from the design, the nuclear norm's in closed form, a Cholesky solve, a
      backtracking line search that keeps every block of full rank; or else
    - **L-BFGS** with a strong-Wolfe line search (``torch.optim.LBFGS``), kept only while it
-     closes the gap per evaluation at least as fast as FISTA's last round did per iteration.
+     closes the gap per evaluation at least as fast as the FISTA run before it did per
+     iteration.
 
-   Either hands back to FISTA when a block nears rank deficiency (σ_min < ``LEAVE_RATIO`` ·
-   σ_max) or the bounds stop moving.
+   Either hands back to FISTA when a block nears rank deficiency (the smallest singular value
+   of any block below ``LEAVE_RATIO`` times the largest of all) or the bounds stop moving;
+   Newton also when its gap does not halve within ``_NEWTON_WINDOW`` steps.
 
 Cross-entropy is invariant to adding one vector to every class's logits, and every head except
 the block FNO with B > 1 groups adds a block's columns class by class (the class is the inner
@@ -52,7 +54,8 @@ from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution
 __all__ = ["hybrid", "smooth_basis"]
 
 FISTA_ROUND = 100  # FISTA iterations before L-BFGS may take over (its rate to race against)
-ENTER_RATIO = 1e-2  # σ_min / σ_max of every block above which L-BFGS takes over
+ENTER_RATIO = 1e-2  # smallest σ of any block / largest of all, above which Newton or L-BFGS
+#                     takes over (_rank_ratio)
 LEAVE_RATIO = 1e-4  # ... and below which it hands back to FISTA
 _MEMORY = 10  # L-BFGS history
 _PATIENCE = 5  # checks without progress before L-BFGS hands back
@@ -125,9 +128,10 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
            tol: float, max_iter: int, check_every: int, start_time: float, first_iter: int,
            entry_gap: float, rival: tuple[float, int], verbose: bool, callback):
     """L-BFGS on (M, b') from blocks Z and a true intercept b, at gap ``entry_gap``. After a
-    trial as long as FISTA's last round it hands back ("slower") when it has closed the gap by
-    less, −Δ log(gap) per evaluation of the loss and gradient, than FISTA did per iteration
-    (``rival``: that rate and the round's length). ``callback`` records every checkpoint.
+    trial as long as the FISTA run before it, it hands back ("slower") when it has closed the
+    gap by less, −Δ log(gap) per evaluation of the loss and gradient, than FISTA did per
+    iteration (``rival``: that rate and that run's length). ``callback`` records every
+    checkpoint.
     Returns (the best certificate, its blocks, the best lower bound, iterations, how it
     ended)."""
     beta = problem.beta
@@ -170,7 +174,7 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
         if checks.stalled():
             ending = "stalled"
             break
-        # its rate over the last window as long as FISTA's round (from the entry at first)
+        # its rate over the last window as long as FISTA's run (from the entry at first)
         evaluations.append(optimizer.state[optimizer._params[0]]["func_evals"])
         if n_iter >= rival[1]:
             window = [k for k in range(len(history))
