@@ -90,6 +90,9 @@ class Problem:
         self.head = head.bind(s, d, c)
         self.regularizer = BlockNuclearNorm()
         self._data = None
+        # data passes made so far: applications of the map or of its adjoint to all n samples
+        # (solvers report the difference as ``Solution.n_passes``)
+        self.passes = 0
 
     def with_beta(self, beta: float) -> "Problem":
         """The same head, data and loss at another β; the lifted data (if already computed)
@@ -185,6 +188,7 @@ class Problem:
     def outputs(self, Z: torch.Tensor, data: dict | None = None) -> torch.Tensor:
         """p(Z) without intercept: (n, c) pooled or (n, s, c) token-level."""
         data = self.data if data is None else data
+        self.passes += 1
         return self.head.pooled(Z, data) if self.pooled else self.head.tokens(Z, data)
 
     def loss_value(self, Z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -236,12 +240,14 @@ class Problem:
                 value = self.loss_of_outputs(center(outputs), b)
                 grad_out, grad_b = torch.autograd.grad(value, (outputs, b), allow_unused=True)
             grad_b = torch.zeros_like(b) if grad_b is None else grad_b
+            self.passes += 1
             return value.detach(), self.head.adjoint(grad_out, self.data), grad_b
         Z = Z.detach().requires_grad_(True)
         b = b.detach().requires_grad_(True)
         with torch.enable_grad():
             value = self.loss_of_outputs(center(self.outputs(Z)), b)
             grad_Z, grad_b = torch.autograd.grad(value, (Z, b), allow_unused=True)
+        self.passes += 1  # the adjoint (the forward counted in ``outputs``)
         if grad_b is None:
             grad_b = torch.zeros_like(b)
         return value.detach(), grad_Z, grad_b

@@ -137,6 +137,23 @@ class SelfAttention(Head):
         Y = self._token_products(Z, X)  # (n, m, s, d, c)
         return torch.einsum("nmti,nmtio->no", data["key_queries"], Y) / (s * s)
 
+    def gradient_product(self, duals, vectors, data, transpose=False):
+        """Pooled linear attention in closed form (no design needed): the gradient block is
+        N[(k,i),(l,o)] = Σ_n G_n[k,l] x̄_n[i] λ_n[o], so for V (d × c) and U (d × d),
+        N vec(V) = Σ_n vec(G_n V λ_n ⊗ x̄_n) and Nᵀ vec(U) = Σ_n vec(G_n U x̄_n ⊗ λ_n), O(d² + dc)
+        per sample and vector (G_n symmetric). Gated heads: the default."""
+        if self.gated:
+            return super().gradient_product(duals, vectors, data, transpose)
+        d, c = self.d, self.c
+        gram, mean = data["gram"], self._mean_token(data)  # (n, d, d), (n, d)
+        if transpose:  # U[k, i] = u[k·d + i]
+            keys = torch.einsum("jki,ni->njk", vectors[0].reshape(-1, d, d), mean)  # U x̄
+            keys = torch.einsum("nkl,njk->njl", gram, keys)  # G U x̄
+            return torch.einsum("njl,no->jlo", keys, duals).reshape(1, -1, d * c)
+        values = torch.einsum("jlo,no->njl", vectors[0].reshape(-1, d, c), duals)  # V λ
+        values = torch.einsum("nkl,njl->njk", gram, values)  # G V λ
+        return torch.einsum("njk,ni->jki", values, mean).reshape(1, -1, d * d)
+
     def network_tokens(self, W1, W2, data):
         X = data["X"]
         s = X.shape[1]

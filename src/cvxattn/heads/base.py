@@ -233,6 +233,31 @@ class Head:
             return None
         return data["design"].reshape(data["design"].shape[0], -1)
 
+    def gradient_product(self, duals: torch.Tensor, vectors: torch.Tensor,
+                         data: dict[str, torch.Tensor], transpose: bool = False
+                         ) -> torch.Tensor | None:
+        """The gradient blocks N_g = Σ_i A_{i,g}ᵀ λ_i of the pooled program (summed over the
+        samples of ``data``, not averaged) applied to vectors in closed form: N_g V_g for right
+        vectors V (G, k, q) → (G, k, p), or N_gᵀ U_g for left vectors U (G, k, p) → (G, k, q)
+        with ``transpose``; ``duals`` Λ (n, c). One pass over the samples, no network and no
+        autograd. None where the head has no such form here (the factorized solver then
+        differentiates the network with probe heads, SPEC.md §4).
+
+        This default serves the heads whose pooled design Φ has the blocks' rows
+        (``network_design``: p_i = Σ_g Φ_{i,g}ᵀ Z_g within each output group), when ``lift``
+        built it: N_g v = Σ_i Φ_{i,g} (λ_{i,g}ᵀ v) and N_gᵀ u = Σ_i λ_{i,g} (Φ_{i,g}ᵀ u),
+        λ_{i,g} the duals of block g's output group."""
+        design = data.get("design")
+        if design is None or not self.network_design:
+            return None
+        n, G, q = design.shape[0], self.n_blocks, self.block_shape[1]
+        groups = self.c // q  # blocks are ordered group-major, each group owns q outputs
+        Phi = design.reshape(n, G, -1)  # (n, G, p)
+        lam = duals.reshape(n, groups, 1, q).expand(n, groups, G // groups, q).reshape(n, G, q)
+        if transpose:
+            return torch.einsum("ngq,ngk->gkq", lam, torch.einsum("ngp,gkp->ngk", Phi, vectors))
+        return torch.einsum("ngp,ngk->gkp", Phi, torch.einsum("ngq,gkq->ngk", lam, vectors))
+
     @staticmethod
     def has_adjoint(data: dict[str, torch.Tensor], pooled: bool = True) -> bool:
         """Whether :meth:`adjoint` applies: pooled outputs through a pooled design Φ. Without

@@ -112,7 +112,8 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
                        status=found.status, method=found.method, n_iter=found.n_iter,
                        seconds=found.seconds, certificate=replace(
                            found.certificate, collapse=collapse.description),
-                       history=found.history, method_reason=found.method_reason)
+                       history=found.history, method_reason=found.method_reason,
+                       n_passes=found.n_passes)
 
 
 def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init, verbose: bool,
@@ -148,6 +149,7 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
     history = first.history + tuple(continued(c) for c in finish.history)
     return replace(finish, n_iter=first.n_iter + finish.n_iter,
                    seconds=first.seconds + finish.seconds, history=history,
+                   n_passes=first.n_passes + finish.n_passes,
                    certificate=replace(finish.certificate, precision=(
                        f"float32 until iteration {first.n_iter} ({first.status} at gap "
                        f"{first.gap:.1e} in float32), then float64")))

@@ -7,11 +7,14 @@ minimizes the network's objective
 
 with full-batch L-BFGS (strong Wolfe line search; the passes over the data go in chunks of
 samples, :mod:`.passes`). F has the convex optimum as its global minimum once every block has
-enough heads, and F ≥ P(Z, b) always. Every ``check_every`` iterations:
+enough heads, and F ≥ P(Z, b) always. Every ``check_every`` iterations (more when a
+certificate would otherwise cost over a quarter of the L-BFGS passes: the interval grows with
+the passes the last one took, up to 8 × ``check_every``):
 
 1. certificate: refit the intercept b*, take λ_i = ∇ℓ(p_i + b*), estimate σ_g = ‖M_g‖_op of every
    gradient block M_g = (1/n) Σ_i A_{i,g}ᵀ λ_i by block Lanczos through probe heads
-   (:class:`.krylov.KrylovNorm`), and evaluate P(Z, b*) (nuclear norms from the heads, without
+   (:class:`.krylov.KrylovNorm`, started from a random vector and the previous certificate's
+   top Ritz vectors), and evaluate P(Z, b*) (nuclear norms from the heads, without
    forming Z) and the dual value D(θΛ) with θ = min(1, β / max_g σ_g). The relative bound of
    Sahiner et al. (2023, Thm 3.4), (max_g σ_g / β − 1)_+, is recorded too.
 2. rank growth: in every block, a Ritz pair (u, v, θ) of M_g with θ > β gives the descent
@@ -49,6 +52,9 @@ _SETTLED = 0.1  # grow when a check interval gains less than this fraction of th
 _NOVELTY = 0.1  # a Ritz pair this far outside the heads' span becomes a new head
 _GROW_MIN = 4  # new heads per block and round at least (when that many pairs qualify)
 _GROW_MAX = 64  # Ritz pairs kept per block for growth
+_WARM = 4  # top Ritz vectors per block of a certificate that start the next one's Lanczos
+_CHECK_SHARE = 0.25  # certificates may cost this fraction of the L-BFGS passes: ...
+_INTERVAL_MAX = 8  # ... the interval between them grows to at most this many check_every
 
 
 @dataclass
@@ -197,6 +203,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     else:
         W1, W2, b = (t.detach().to(like).clone() for t in init)
     passes = NetworkPasses(problem, chunk_size, cache)
+    counted = 0  # passes of the float32 passes object, once the float64 one takes over
 
     history: list[Checkpoint] = []
     best: _Check | None = None
@@ -208,7 +215,10 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     warm = None
     status = Status.MAX_ITER
     optimizer = None
+    interval = check_every  # L-BFGS iterations until the next certificate
+    per_iter = None  # passes per L-BFGS iteration in the last interval
     while True:
+        check_start = passes.count
         check = _check(problem, passes, W1, W2, b, warm, seed + n_checks, delta, None,
                        krylov_steps)
         n_checks += 1
@@ -218,8 +228,11 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                            krylov_steps)
             n_checks += 1
             strict_checks += 1
-        # the next Lanczos run starts from this top vector (on the side it works on)
-        warm = check.top[1 if head.block_shape[1] <= head.block_shape[0] else 0][:, :, 0]
+        # the next Lanczos run starts from these top vectors (on the side it works on)
+        warm = check.top[1 if head.block_shape[1] <= head.block_shape[0] else 0][:, :, :_WARM]
+        if per_iter:  # space the certificates so that they cost ≤ _CHECK_SHARE of the passes
+            wanted = math.ceil((passes.count - check_start) / (_CHECK_SHARE * per_iter))
+            interval = min(max(wanted, check_every), _INTERVAL_MAX * check_every)
         if best is None or check.objective < best.objective:
             best, best_heads = check, (W1, W2)
         if check.lower_bound > lower:
@@ -245,6 +258,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                 break
             # float32 has stopped making progress above tol: finish in float64, chunk by
             # chunk (the tokens stay float32; their lifted data is recomputed in each pass)
+            counted += passes.count
             passes = NetworkPasses(problem, chunk_size, cache=False, dtype=torch.float64)
             W1, W2, b = W1.double(), W2.double(), b.double()
             since, optimizer = len(history), None
@@ -262,7 +276,9 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                       W2.contiguous().clone().requires_grad_(True),
                       b.clone().requires_grad_(problem.fit_intercept)]
             optimizer = _lbfgs(params, history_size, check_every)
-        optimizer.param_groups[0]["max_iter"] = min(check_every, max_iter - n_iter)
+        group = optimizer.param_groups[0]
+        group["max_iter"] = min(interval, max_iter - n_iter)
+        group["max_eval"] = group["max_iter"] * 5 // 4  # (torch's default, at the new length)
 
         def closure():
             value, g1, g2, gb = passes.loss_and_gradient(*params)
@@ -273,9 +289,11 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             params[2].grad = gb
             return value
 
-        before = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+        before, before_passes = optimizer.state[optimizer._params[0]].get("n_iter", 0), passes.count
         optimizer.step(closure)
-        n_iter += max(1, optimizer.state[optimizer._params[0]].get("n_iter", 0) - before)
+        done = max(1, optimizer.state[optimizer._params[0]].get("n_iter", 0) - before)
+        n_iter += done
+        per_iter = (passes.count - before_passes) / done
         W1, W2, b = (p.detach().clone() for p in params)
 
     # the returned heads: balanced, pruned, with the certificate's intercept
@@ -295,4 +313,5 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
                        lower_bound=lower, gap=relative_gap(best.objective, lower),
                        status=status, method="factorized", n_iter=n_iter,
                        seconds=time.perf_counter() - start_time, certificate=how,
-                       history=tuple(history), heads=(W1, W2))
+                       history=tuple(history), heads=(W1, W2),
+                       n_passes=counted + passes.count)

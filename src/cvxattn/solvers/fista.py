@@ -70,7 +70,7 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
     asked at every check that has not reached ``tol``; True ends the run there (status
     ``"max_iter"``), which is how the hybrid solver takes over once the blocks have full rank.
     """
-    start_time = time.perf_counter()
+    start_time, start_passes = time.perf_counter(), problem.passes
     beta, reg = problem.beta, problem.regularizer
     Z, b = problem.zeros() if init is None else (init[0].detach().clone(),
                                                   init[1].detach().clone())
@@ -149,4 +149,5 @@ def fista(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_every
     return Solution.of(problem, dense=best_Z, intercept=best.intercept,
                        objective=best.objective, lower_bound=lower, gap=gap, status=status,
                        method="fista", n_iter=n_iter, seconds=time.perf_counter() - start_time,
-                       certificate=CertificateInfo(best.method), history=tuple(history))
+                       certificate=CertificateInfo(best.method), history=tuple(history),
+                       n_passes=problem.passes - start_passes)

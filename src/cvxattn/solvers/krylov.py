@@ -6,11 +6,11 @@ with probe heads each, SPEC.md §4). :class:`KrylovNorm` estimates σ_max(M_g) f
 at once by block Lanczos on the smaller Gram matrix (MᵀM when q ≤ p, else MMᵀ), with full
 re-orthogonalization and a Rayleigh–Ritz step:
 
-    Q = orthonormal basis of K_k(MᵀM, [v_rand, v_warm])   (N × 2k, N = min(p, q))
+    Q = orthonormal basis of K_k(MᵀM, [v_rand, V_warm])   (N × (1 + w)k, N = min(p, q))
     σ̂ = σ_max(M Q)  ≤ σ_max(M)
 
 Every block of start vectors holds a fresh uniformly random unit vector v_rand (plus, when given,
-a warm start such as the previous top vector). The Krylov space of the block contains the
+w warm vectors such as the previous top Ritz vectors). The Krylov space of the block contains the
 single-vector space K_k(MᵀM, v_rand), so the bound of Kuczyński & Woźniakowski (1992, Thm 4.2(a))
 for k Lanczos steps from a uniform random start applies to σ̂²:
 
@@ -45,8 +45,10 @@ class KrylovNorm:
     """Block-Lanczos estimate of σ_max(M_g) for G implicit blocks M_g of shape (p, q).
 
     ``forward(V)`` maps right vectors (G, b, q) to M V (G, b, p); ``backward(U)`` maps left
-    vectors (G, b, p) to Mᵀ U (G, b, q). ``warm`` (G, q) is an optional start (e.g. the last
-    top right vector). Call :meth:`step` until :meth:`epsilon` or the estimate suffices.
+    vectors (G, b, p) to Mᵀ U (G, b, q). ``warm`` (G, N) or (G, N, k), on the smaller side
+    (N = min(p, q)), is an optional start added to the random one: e.g. the previous
+    certificate's top Ritz vectors, which a slowly changing M keeps nearly invariant, so the
+    estimate settles in a few steps. Call :meth:`step` until :meth:`epsilon` or the estimate suffices.
 
     >>> import torch
     >>> M = torch.randn(3, 40, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -80,8 +82,11 @@ class KrylovNorm:
         generator = torch.Generator().manual_seed(seed)
         start = torch.randn(G, self.dim, 1, generator=generator, dtype=torch.float64)
         start = start.to(dtype=dtype, device=device)
-        if warm is not None and warm.shape == (G, self.dim) and bool(warm.abs().sum() > 0):
-            start = torch.cat([start, warm.to(start)[:, :, None]], 2)  # (G, N, 2)
+        if warm is not None:
+            warm = warm.to(start)
+            warm = warm[:, :, None] if warm.ndim == 2 else warm  # (G, N, k)
+            if warm.shape[:2] == (G, self.dim) and bool(warm.abs().sum() > 0):
+                start = torch.cat([start, warm], 2)  # (G, N, 1 + k)
         self._next = self._orthonormalize(start)
 
     @property

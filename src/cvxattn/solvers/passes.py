@@ -37,6 +37,7 @@ class NetworkPasses:
         self.dtype = problem.X.dtype if dtype is None else dtype  # the passes' arithmetic
         self.slices = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
+        self.count = 0  # passes made: a forward or a backward of the network over all samples
         # MLP, gated FNO/B-FNO: the pooled network is a product with the design Φ (the linear
         # FNO and B-FNO build none: theirs collapses to the mean token without it)
         self.design = problem.pooled and self.head.network_design
@@ -62,6 +63,7 @@ class NetworkPasses:
 
     def outputs(self, W1: torch.Tensor, W2: torch.Tensor) -> torch.Tensor:
         """Network outputs without intercept: (n, c) pooled or (n, s, c)."""
+        self.count += 1
         with torch.no_grad():
             return torch.cat([self._net(W1, W2, data) for _, data in self.chunks()])
 
@@ -69,6 +71,7 @@ class NetworkPasses:
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean loss (1/n) Σ_i ℓ(p_i + b, y_i) and its gradients in (W1, W2, b)."""
         problem = self.problem
+        self.count += 2
         W1 = W1.detach().requires_grad_(True)
         W2 = W2.detach().requires_grad_(True)
         b = b.detach().requires_grad_(problem.fit_intercept)
@@ -87,6 +90,23 @@ class NetworkPasses:
                 total += value.detach()
         return total, grads[0], grads[1], grads[2]
 
+    def _product(self, duals: torch.Tensor, fixed: torch.Tensor, left_fixed: bool
+                 ) -> torch.Tensor:
+        """M_g or M_gᵀ applied to ``fixed``: in the head's closed form when it has one for
+        pooled outputs (``Head.gradient_product``, one pass), else through probe heads."""
+        if self.problem.pooled:
+            total, chunks = None, self.chunks()
+            for rows, data in chunks:
+                part = self.head.gradient_product(duals[rows].to(self.dtype), fixed, data,
+                                                  transpose=left_fixed)
+                if part is None:
+                    break
+                total = part if total is None else total + part
+            else:
+                self.count += 1
+                return total / self.problem.n
+        return self._probe(duals, fixed, left_fixed)
+
     def _probe(self, duals: torch.Tensor, fixed: torch.Tensor, left_fixed: bool) -> torch.Tensor:
         head = self.head
         G, k = fixed.shape[:2]
@@ -99,6 +119,7 @@ class NetworkPasses:
             P1 = fixed.new_zeros((G, k, *head.w1_shape), requires_grad=True)
             target = P1
         grad = torch.zeros_like(target)
+        self.count += 2
         with torch.enable_grad():
             for rows, data in self.chunks():
                 phi = (self._net(P1, P2, data) * duals[rows]).sum() / self.problem.n
@@ -107,8 +128,8 @@ class NetworkPasses:
 
     def forward(self, duals: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """M_g V_g for right vectors V (G, k, q); returns (G, k, p)."""
-        return self._probe(duals, V, left_fixed=False)
+        return self._product(duals, V, left_fixed=False)
 
     def backward(self, duals: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
         """M_gᵀ U_g for left vectors U (G, k, p); returns (G, k, q)."""
-        return self._probe(duals, U, left_fixed=True)
+        return self._product(duals, U, left_fixed=True)

@@ -146,7 +146,10 @@ def _lbfgs(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Tens
     def closure():
         with torch.no_grad():
             blocks = M @ basis.T
-            outputs = problem.outputs(blocks)
+            # the outputs first only where the adjoint then needs no forward pass of its own
+            outputs = (problem.outputs(blocks) if problem.head.has_adjoint(problem.data,
+                                                                             problem.pooled)
+                       else None)
         value, gZ, gb = problem.loss_and_gradient(blocks, bias, outputs, centered=True)
         with torch.no_grad():
             U, S, Vh = torch.linalg.svd(M, full_matrices=False)
@@ -269,6 +272,7 @@ def _newton(problem: Problem, Z: torch.Tensor, b: torch.Tensor, basis: torch.Ten
     n_iter, ending = 0, "max_iter"
     while n_iter < max_iter:
         value, g, H, Bc = _newton_system(problem, design, blocks, bias, basis)
+        problem.passes += 1  # the system reads the design once (its Gram costs D× a pass)
         ridge = 1e-12 * float(H.diagonal().abs().max())
         while True:
             L, info = torch.linalg.cholesky_ex(
@@ -331,7 +335,7 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
     the FISTA run before it did per iteration (over a window as long as that run): on a
     well-conditioned program, or at a tolerance where the gap waits for the dual point, FISTA
     is hard to beat, and the trial costs as many iterations as that run at most."""
-    start_time = time.perf_counter()
+    start_time, start_passes = time.perf_counter(), problem.passes
     basis = smooth_basis(problem)
     newton = _newton_applies(problem, basis)
     point = init
@@ -399,4 +403,5 @@ def hybrid(problem: Problem, tol: float = 1e-6, max_iter: int = 5000, check_ever
                        method=(("newton" if newton else "lbfgs") if second_order_iter
                                else "fista"), n_iter=n_iter,
                        seconds=time.perf_counter() - start_time,
-                       certificate=CertificateInfo("exact SVD"), history=tuple(history))
+                       certificate=CertificateInfo("exact SVD"), history=tuple(history),
+                       n_passes=problem.passes - start_passes)

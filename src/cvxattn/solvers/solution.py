@@ -219,7 +219,8 @@ class Solution(FittedBlocks):
     what to do): ``"optimal"`` (gap ≤ tol), ``"max_iter"`` (the run stopped first),
     ``"stalled"`` (the bounds stopped moving at the floating-point limit) or ``"inaccurate"``
     (CVXPY's low-accuracy result). ``certificate`` is a :class:`CertificateInfo`;
-    ``method_reason`` says why ``method`` solved it (requested, or ``"auto"``'s reason).
+    ``method_reason`` says why ``method`` solved it (requested, or ``"auto"``'s reason);
+    ``n_passes`` counts the passes over the data it took.
     """
 
     head: Head = field(repr=False)  # bound to (s, d, c), gates resolved
@@ -240,6 +241,9 @@ class Solution(FittedBlocks):
     history: tuple[Checkpoint, ...] = field(default=(), repr=False)
     # why this method: "method=... requested", or auto's reason (memory, the time model)
     method_reason: str = ""
+    # data passes: applications of the map, its adjoint or the network (forward or backward)
+    # to all n samples, certificates included (None: not counted, CVXPY)
+    n_passes: int | None = None
     dense: torch.Tensor | None = field(default=None, repr=False)  # Z (G, p, q) if solved so
     heads: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
