@@ -78,9 +78,24 @@ def test_lanczos_certificate_on_blocks_too_large_to_apply_to_the_identity():
     sol = ca.solve(prob, method="factorized", tol=1e-6)
     ref = ca.solve(prob, method="fista", tol=1e-8, max_iter=20_000)
     assert sol.status == "optimal" and "Lanczos" in str(sol.certificate)
-    assert sol.certificate.norms == "block Lanczos via probe heads" and sol.certificate.steps
+    # pooled linear attention applies its gradient blocks in closed form
+    assert sol.certificate.norms == "block Lanczos via closed-form gradient products"
+    assert sol.certificate.steps
     assert abs(sol.objective - ref.objective) <= 1e-6 * ref.objective
     assert sol.lower_bound <= ref.objective
+
+
+def test_lanczos_through_probe_heads_where_no_closed_form_applies():
+    # token-level targets: the factorized solver differentiates the network with probe heads
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(20, 6, 4))
+    prob = ca.Problem(ca.heads.SelfAttention(), X, rng.normal(size=(20, 6, 3)), beta=0.1,
+                      loss="squared")
+    sol = ca.solve(prob, method="factorized", tol=1e-6)
+    ref = ca.solve(prob, method="fista", tol=1e-8, max_iter=20_000)
+    assert sol.status == "optimal"
+    assert sol.certificate.norms == "block Lanczos via probe heads"
+    assert abs(sol.objective - ref.objective) <= 1e-6 * abs(ref.objective)
 
 
 def test_same_seed_same_result_and_chunks_do_not_change_it():
@@ -107,6 +122,20 @@ def test_float32_tokens_are_certified_with_a_float64_finish():
                    method="fista", tol=1e-9, max_iter=50_000)
     assert sol.status == "optimal"
     assert abs(sol.objective - ref.objective) <= 1e-6 * ref.objective
+    # tol 1e-6 is below what float32 can prove: the certificate is float64's (the one policy
+    # of every solver, cvxattn.solvers.solution.finish_in_float64)
+    assert sol.certificate.precision.endswith("then float64")
+    assert sol.heads[0].dtype == torch.float64
+
+
+def test_float32_claims_below_its_trust_are_proven_in_float64():
+    rng = np.random.default_rng(6)
+    prob = ca.Problem(ca.heads.MLP(), rng.normal(size=(200, 6, 5)), np.arange(200) % 3,
+                      beta=1e-2, dtype=torch.float32)
+    loose = ca.solve(prob, method="factorized", tol=1e-4)  # float32 may prove 1e-4 itself
+    assert loose.status == "optimal" and loose.certificate.precision is None
+    tight = ca.solve(prob, method="factorized", tol=2e-6)
+    assert tight.status == "optimal" and "then float64" in tight.certificate.precision
 
 
 def test_warm_start_from_a_solution():

@@ -19,14 +19,13 @@ from .path import RegularizationPath, solve_path
 from .reference import solve_cvxpy
 from .smooth import hybrid
 from .solution import (CertificateInfo, Checkpoint, ConvergenceWarning, Solution, Status,
-                       balanced_heads)
+                       balanced_heads, finish_in_float64)
 
 __all__ = ["solve", "solve_path", "RegularizationPath", "certify", "Certificate", "Solution",
            "Status", "CertificateInfo", "Checkpoint", "ConvergenceWarning", "METHODS",
            "MemoryBudgetError", "Plan", "plan"]
 
 METHODS = ("auto", "fista", "hybrid", "factorized", "cvxpy")
-FLOAT32_TRUST = 1e-5  # relative gaps below this are proven in float64 (float32 ε ≈ 1.2e-7)
 
 
 def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
@@ -119,10 +118,9 @@ def _solve_collapsed(problem: Problem, small: Problem, collapse, method, tol, ma
 def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init, verbose: bool,
                          callback=None) -> Solution:
     """``run`` (a dense-block solver: FISTA, the hybrid) in the problem's precision; a float32
-    run is finished in float64 from where it stopped, within the same iteration limit, when it
-    stalled above ``tol`` (its rounding swamps the gap), or when it claims a ``tol`` below
-    ``FLOAT32_TRUST``, which float32's own rounding of P and D cannot prove (the float64 run
-    then starts by certifying the point, and stops there when it holds)."""
+    run is finished in float64 from where it stopped, within the same iteration limit, as
+    :func:`.solution.finish_in_float64` says (the factorized solver applies the same policy
+    inside its run, switching its passes' arithmetic)."""
     if problem.X.dtype != torch.float32:
         return run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
                    callback=callback)
@@ -130,8 +128,7 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
         warnings.simplefilter("always")
         first = run(problem, tol=tol, max_iter=max_iter, init=init, verbose=verbose,
                     callback=callback)
-    finishing = (first.status == "stalled" and first.n_iter < max_iter) or (
-        first.status == "optimal" and tol < FLOAT32_TRUST)
+    finishing = finish_in_float64(problem.X.dtype, first.status, tol, first.n_iter, max_iter)
     for w in caught:  # the stall's own warning is moot once the float64 run goes on
         if not (finishing and issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

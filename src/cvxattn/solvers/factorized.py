@@ -40,8 +40,8 @@ from ..problem import Problem
 from .certificate import dual_bound, relative_gap
 from .krylov import KrylovNorm
 from .passes import NetworkPasses
-from .solution import (CertificateInfo, Checkpoint, Solution, Status, no_progress,
-                       warn_unconverged)
+from .solution import (CertificateInfo, Checkpoint, Solution, Status, finish_in_float64,
+                       no_progress, warn_unconverged)
 
 __all__ = ["factorized"]
 
@@ -215,6 +215,7 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     warm = None
     status = Status.MAX_ITER
     optimizer = None
+    precision = None  # how the arithmetic changed, once the float64 finish has started
     interval = check_every  # L-BFGS iterations until the next certificate
     per_iter = None  # passes per L-BFGS iteration in the last interval
     while True:
@@ -247,22 +248,26 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             print(f"  factorized {n_iter:6d}  heads={W1.shape[1]:3d}  P={check.objective:.10e}"
                   f"  gap={gap:.2e} (estimated {check.estimated_gap:.2e})  max σ/β={ratio:.6f}"
                   f"  lanczos={check.steps}")
-        if gap <= tol:
-            status = Status.OPTIMAL
-            break
-        if n_iter >= max_iter:
-            break
-        if no_progress(history[since:], torch.finfo(passes.dtype).eps, _PATIENCE):
-            if passes.dtype == torch.float64:
-                status = Status.STALLED
-                break
-            # float32 has stopped making progress above tol: finish in float64, chunk by
-            # chunk (the tokens stay float32; their lifted data is recomputed in each pass)
+        status = (Status.OPTIMAL if gap <= tol else Status.MAX_ITER if n_iter >= max_iter
+                  else Status.STALLED if no_progress(history[since:],
+                                                      torch.finfo(passes.dtype).eps, _PATIENCE)
+                  else None)
+        if status is not None and finish_in_float64(passes.dtype, status, tol, n_iter,
+                                                    max_iter):
+            # float32 stalled above tol, or claims a gap it cannot prove: go on in float64
+            # from its best heads, chunk by chunk (the tokens stay float32; their lifted data
+            # is recomputed in each pass), certified afresh
             counted += passes.count
             passes = NetworkPasses(problem, chunk_size, cache=False, dtype=torch.float64)
-            W1, W2, b = W1.double(), W2.double(), b.double()
+            W1, W2 = (w.double() for w in best_heads)
+            b = best.intercept.double()
             since, optimizer = len(history), None
+            best, lower, certified_by = None, -math.inf, None
+            precision = (f"float32 until iteration {n_iter} ({status} at gap {gap:.1e} in "
+                         "float32), then float64")
             continue
+        if status is not None:
+            break
         # grow only once L-BFGS has (nearly) converged at the present heads: the last interval
         # gained less than a tenth of the estimated gap (growing earlier resets its memory)
         settled = (len(history) < 2 or history[-2].objective - check.objective
@@ -301,9 +306,11 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
     warn_unconverged("factorized solver (L-BFGS)", status, n_iter, gap, tol, _PATIENCE,
                      passes.dtype)
     if certified_by is None:
-        how = CertificateInfo("none", exact=False)
+        how = CertificateInfo("none", exact=False, precision=precision)
     else:
-        how = CertificateInfo("block Lanczos via probe heads", exact=certified_by.exact,
+        how = CertificateInfo("block Lanczos via " + ("closed-form gradient products"
+                                                       if passes.closed_form else "probe heads"),
+                              exact=certified_by.exact, precision=precision,
                               steps=certified_by.steps,
                               epsilon=None if certified_by.exact else certified_by.epsilon,
                               probability=None if certified_by.exact

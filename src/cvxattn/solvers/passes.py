@@ -38,6 +38,7 @@ class NetworkPasses:
         self.slices = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
         self.count = 0  # passes made: a forward or a backward of the network over all samples
+        self.closed_form = False  # whether the gradient blocks were applied in closed form
         # MLP, gated FNO/B-FNO: the pooled network is a product with the design Φ (the linear
         # FNO and B-FNO build none: theirs collapses to the mean token without it)
         self.design = problem.pooled and self.head.network_design
@@ -104,6 +105,7 @@ class NetworkPasses:
                 total = part if total is None else total + part
             else:
                 self.count += 1
+                self.closed_form = True
                 return total / self.problem.n
         return self._probe(duals, fixed, left_fixed)
 

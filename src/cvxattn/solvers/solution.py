@@ -14,10 +14,12 @@ from ..heads.base import Head, HeadNetwork
 from ..problem import Problem, as_tokens
 
 __all__ = ["Solution", "FittedBlocks", "Checkpoint", "ConvergenceWarning", "RANK_RTOL",
-           "Status", "CertificateInfo", "balanced_heads", "block_ranks", "no_progress", "warn_unconverged"]
+           "Status", "CertificateInfo", "FLOAT32_TRUST", "balanced_heads", "block_ranks",
+           "finish_in_float64", "no_progress", "warn_unconverged"]
 
 # singular values below RANK_RTOL · (largest of the solution) count as zero
 RANK_RTOL = 1e-10
+FLOAT32_TRUST = 1e-5  # relative gaps below this are proven in float64 (float32 ε ≈ 1.2e-7)
 
 
 class ConvergenceWarning(_SklearnConvergenceWarning):
@@ -59,7 +61,8 @@ class CertificateInfo:
     (Kuczyński–Woźniakowski); ``precision``: the arithmetic, when it changed during the run.
     ``str()`` gives the sentence that tables and logs show."""
 
-    norms: str  # "exact SVD", "block Lanczos via probe heads", or "none"
+    norms: str  # "exact SVD", "block Lanczos via probe heads" (or "... via closed-form
+    # gradient products", Head.gradient_product), or "none"
     exact: bool = True
     steps: int | None = None
     epsilon: float | None = None
@@ -111,6 +114,18 @@ def no_progress(history: list[Checkpoint], eps: float, patience: int) -> bool:
     best_now = min(h.objective for h in history)
     # "> then + scale" is False for two −inf bounds (no proven bound yet: no progress either)
     return best_then - best_now <= scale and not now.lower_bound > then.lower_bound + scale
+
+
+def finish_in_float64(dtype: torch.dtype, status: str, tol: float, n_iter: int,
+                      max_iter: int) -> bool:
+    """The one float32 → float64 policy of every solver: a float32 run goes on in float64 when
+    it stalled above ``tol`` with iterations left (its rounding swamps the gap), or when it
+    claims a gap below ``FLOAT32_TRUST``, which float32's own rounding of P and D cannot prove
+    (the float64 run then starts by certifying the point, and stops there when it holds)."""
+    if dtype != torch.float32:
+        return False
+    return (status == "stalled" and n_iter < max_iter) or (status == "optimal"
+                                                           and tol < FLOAT32_TRUST)
 
 
 def warn_unconverged(solver: str, status: str, n_iter: int, gap: float, tol: float,
