@@ -12,8 +12,9 @@ certificate would otherwise cost over a quarter of the L-BFGS passes: the interv
 the passes the last one took, up to 8 × ``check_every``):
 
 1. certificate: refit the intercept b*, take λ_i = ∇ℓ(p_i + b*), estimate σ_g = ‖M_g‖_op of every
-   gradient block M_g = (1/n) Σ_i A_{i,g}ᵀ λ_i by block Lanczos through probe heads
-   (:class:`.krylov.KrylovNorm`, started from a random vector and the previous certificate's
+   gradient block M_g = (1/n) Σ_i A_{i,g}ᵀ λ_i by block Lanczos through the head's closed-form
+   products (``Head.gradient_product``) or else probe heads (:class:`.krylov.KrylovNorm`,
+   started from a random vector and the previous certificate's
    top Ritz vectors), and evaluate P(Z, b*) (nuclear norms from the heads, without
    forming Z) and the dual value D(θΛ) with θ = min(1, β / max_g σ_g). The relative bound of
    Sahiner et al. (2023, Thm 3.4), (max_g σ_g / β − 1)_+, is recorded too.
@@ -294,7 +295,8 @@ def factorized(problem: Problem, tol: float = 1e-6, max_iter: int = 5000,
             params[2].grad = gb
             return value
 
-        before, before_passes = optimizer.state[optimizer._params[0]].get("n_iter", 0), passes.count
+        before = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+        before_passes = passes.count
         optimizer.step(closure)
         done = max(1, optimizer.state[optimizer._params[0]].get("n_iter", 0) - before)
         n_iter += done
