@@ -182,6 +182,8 @@ def test_get_set_params_round_trip_and_clone():
     (dict(head="fno", grid=(4, 4)), "grid"),  # h·w ≠ s
     (dict(method="newton"), "method"),
     (dict(tol=0.0), "tol"),
+    (dict(tol=1.0), "tol"),  # a gap of 1 proves nothing: it was accepted as "optimal"
+    (dict(tol=True), "tol"),
     (dict(max_iter=0), "max_iter"),
     (dict(max_iter=2.5), "max_iter"),
     (dict(seed=1.5), "seed"),

@@ -252,3 +252,29 @@ def test_a_solution_of_heads_is_saved_as_heads_and_version_1_files_still_load(mo
     assert legacy.heads is None
     torch.testing.assert_close(legacy.decision_function(X), solution.decision_function(X),
                                atol=1e-12, rtol=0)
+
+
+def test_the_tensor_file_is_the_same_bytes_whatever_order_the_writer_chose(model_path):
+    """safetensors keeps its metadata in a hash map whose order changes between processes, so
+    two identical fits wrote different bytes. The header is canonical now (sorted keys)."""
+    from cvxattn.io import _canonical
+
+    tensors = {"b": torch.zeros(3), "a": torch.ones(2, 2, dtype=torch.float64)}
+    data = safetensors.torch.save(tensors, metadata={"format": FORMAT, "version": "2"})
+    size = int.from_bytes(data[:8], "little")
+    header = data[8:8 + size].decode()
+    one = f'"format":"{FORMAT}","version":"2"'
+    two = f'"version":"2","format":"{FORMAT}"'
+    assert one in header or two in header
+    # the same file as the writer may emit it in another process: metadata in either order
+    orders = [data[:8] + header.replace(two, one).encode() + data[8 + size:],
+              data[:8] + header.replace(one, two).encode() + data[8 + size:]]
+    assert orders[0] != orders[1]
+    assert _canonical(orders[0]) == _canonical(orders[1])
+    loaded = safetensors.torch.load(_canonical(orders[1]))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+    # and what save_solution writes is that canonical form
+    save_solution(solved(*TEN[5]), model_path)
+    written = (model_path.parent / "model.safetensors").read_bytes()
+    assert written == _canonical(written)

@@ -78,3 +78,35 @@ def test_fit_command_names_a_missing_cache(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--features", str(tmp_path / "none"), "--out", str(tmp_path / "m")])
     assert "manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tol", "1"], "argument --tol: expected a relative gap in (0, 1), got 1.0"),
+    (["--tol", "1.5"], "argument --tol: expected a relative gap in (0, 1), got 1.5"),
+    (["--max-iter", "0"], "argument --max-iter: expected a positive integer"),
+    (["--test-features", "NONE"], "argument --test-features: expected a token cache folder"),
+    (["--out", "FOLDER"], "argument --out: expected a file name to save the model under"),
+    (["--out", "FILE/model"], "argument --out: expected a path inside a folder"),
+])
+def test_fit_checks_its_arguments_before_solving(tmp_path, capsys, monkeypatch, argv, message):
+    """A usage error is a one-line exit 2 before any work: the solve is never reached (before,
+    --tol 1.5 saved a 0.84-gap model as "optimal", and a bad --out or --test-features failed
+    only after the solve, with a traceback)."""
+    from cvxattn import pipeline
+
+    from cvxattn.features import extract
+    from tests.test_features import FakeBackbone, FakeImages
+
+    folder = tmp_path / "features"
+    extract(FakeImages(), FakeBackbone(), folder, d=3, progress=False)
+    (tmp_path / "FOLDER").mkdir()
+    (tmp_path / "FILE").write_text("")
+    monkeypatch.setattr(pipeline, "solve", lambda *a, **k: pytest.fail("solved"))
+    names = {"NONE": str(tmp_path / "none"), "FOLDER": str(tmp_path / "FOLDER"),
+             "FILE/model": str(tmp_path / "FILE" / "model")}
+    argv = [names.get(a, a) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--features", str(folder), "--out", str(tmp_path / "m"), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -140,8 +140,11 @@ def test_bad_solver_arguments():
     problem = make()
     with pytest.raises(ValueError, match="method: expected one of"):
         ca.solve(problem, method="sgd")
-    with pytest.raises(ValueError, match="tol: expected a finite number > 0"):
-        ca.solve(problem, tol=0)
+    for tol in (0, -1e-3, 1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"tol: expected a relative gap in \(0, 1\)"):
+            ca.solve(problem, tol=tol)
+    with pytest.raises(ValueError, match=r"tol: expected a relative gap in \(0, 1\)"):
+        ca.solve_path(problem, [0.1, 0.01], tol=2.0)
     with pytest.raises(ValueError, match="max_iter: expected a positive integer"):
         ca.solve(problem, max_iter=None)
     with pytest.raises(TypeError, match="problem: expected a cvxattn.Problem"):

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, va
 from .heads import REGISTRY, create
 from .heads.base import ACTIVATIONS, Head
 from .problem import Problem
-from .solvers import METHODS, solve
+from .solvers import METHODS, check_tol, solve
 
 __all__ = ["ConvexHeadClassifier"]
 
@@ -146,7 +146,7 @@ class ConvexHeadClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.method, str) or self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         _check_positive("beta", self.beta)
-        _check_positive("tol", self.tol)
+        check_tol(self.tol)
         _check_positive("max_iter", self.max_iter, integer=True)
         if self.n_gates is not None:
             if self.activation != "gated":

@@ -137,7 +137,8 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
     tensors["intercept"] = solution.intercept.detach().cpu().contiguous()  # (c,)
     if head.gated:
         tensors["gates"] = head.gates.detach().cpu().contiguous()  # e.g. (m, d) for the MLP
-    data = safetensors.torch.save(tensors, metadata={"format": FORMAT, "version": str(VERSION)})
+    data = _canonical(safetensors.torch.save(tensors, metadata={"format": FORMAT,
+                                                                "version": str(VERSION)}))
     description = {
         "format": FORMAT,
         "version": VERSION,
@@ -173,6 +174,19 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return json_path
+
+
+def _canonical(data: bytes) -> bytes:
+    """safetensors bytes with the keys of their JSON header sorted. The writer keeps the
+    metadata in a hash map whose order changes from process to process, so the same tensors
+    gave different bytes (and a different sha256); sorting only reorders the header, so its
+    length, the padding and the data offsets are unchanged."""
+    size = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+    if len(text) > size:  # the writer's header is compact JSON too: reordering keeps its size
+        raise RuntimeError(f"safetensors header grew from {size} to {len(text)} bytes")
+    return data[:8] + text.ljust(size, b" ") + data[8 + size:]
 
 
 def _stage(path: Path, data: bytes) -> str:

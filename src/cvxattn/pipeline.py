@@ -20,7 +20,7 @@ from .features import TokenSet, extract, load
 from .heads import REGISTRY, create
 from .io import save_solution
 from .problem import Problem
-from .solvers import solve
+from .solvers import check_tol, solve
 from .protocol import is_count
 from .table import ProtocolConfig
 from .table import prepare as prepare_table
@@ -184,6 +184,27 @@ class FitConfig:
         "stop at this certified relative duality gap (P − D)/|P|"))
     max_iter: int = field(default=5000, metadata=_meta("solver iteration limit", metavar="N"))
     seed: int = field(default=0, metadata=_meta("seed of the sampled gates"))
+
+    def __post_init__(self):
+        # everything checkable is checked before the solve, which may take long
+        for name in ("features", "out", "test_features"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        check_tol(self.tol)
+        if not is_count(self.max_iter):
+            raise ValueError(f"max_iter: expected a positive integer, got {self.max_iter!r}")
+        for name in ("features", "test_features"):
+            folder = getattr(self, name)
+            if folder is not None and not folder.is_dir():
+                raise ValueError(f"{name}: expected a token cache folder (with its "
+                                 f"manifest.json), got {str(folder)!r}")
+        if self.out.is_dir():
+            raise ValueError(f"out: expected a file name to save the model under, got the "
+                             f"folder {str(self.out)!r}")
+        parent = next((p for p in self.out.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"out: expected a path inside a folder, got {str(self.out)!r} "
+                             f"under the file {str(parent)!r}")
 
 
 def fit_features(config: FitConfig):

@@ -61,8 +61,7 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected a cvxattn.Problem, got {type(problem).__name__}")
-    if not (isinstance(tol, Real) and math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol: expected a finite number > 0, got {tol!r}")
+    check_tol(tol)
     if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
     collapsed = problem.collapsed() if method in ("auto", "fista", "hybrid") else None
@@ -72,6 +71,15 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
     chosen = plan(problem, method, memory_budget)
     return replace(_solve_planned(problem, chosen, tol, int(max_iter), init, verbose, seed,
                                   callback), method_reason=chosen.reason)
+
+
+def check_tol(tol, name: str = "tol") -> None:
+    """ValueError unless ``tol`` is a number in (0, 1): a relative duality gap of 1 or more
+    proves nothing (P − D ≥ |P| holds at the zero solution already), so a solve asked for it
+    would report "optimal" for any point."""
+    if not (isinstance(tol, Real) and not isinstance(tol, bool) and math.isfinite(tol)
+            and 0 < tol < 1):
+        raise ValueError(f"{name}: expected a relative gap in (0, 1), got {tol!r}")
 
 
 def _solve_planned(problem: Problem, chosen: Plan, tol: float, max_iter: int, init,
