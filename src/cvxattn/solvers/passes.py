@@ -96,8 +96,8 @@ class NetworkPasses:
         """M_g or M_gᵀ applied to ``fixed``: in the head's closed form when it has one for
         pooled outputs (``Head.gradient_product``, one pass), else through probe heads."""
         if self.problem.pooled:
-            total, chunks = None, self.chunks()
-            for rows, data in chunks:
+            total = None
+            for rows, data in self.chunks():
                 part = self.head.gradient_product(duals[rows].to(self.dtype), fixed, data,
                                                   transpose=left_fixed)
                 if part is None:
