@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -357,3 +358,79 @@ def test_killed_write_leftovers_are_cleaned_and_unlisted_shard_redone(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     extract(images, FakeBackbone(), tmp_path / "whole", **OPTS)
     assert shard_bytes(tmp_path) == shard_bytes(tmp_path / "whole")
+
+
+def _tamper_shard_file(m):
+    m["shards"][0]["file"] = "../elsewhere/" + m["shards"][0]["file"]
+
+
+def _tamper_n(m):
+    m["n"] += 5
+
+
+def _tamper_count(m):
+    m["shards"][1]["count"] += 3
+
+
+def _tamper_start(m):
+    m["shards"][1]["start"] -= 2
+
+
+def _tamper_grid(m):
+    m["grid"] = m["grid"][::-1]
+
+
+def _tamper_classes(m):
+    m["classes"] = m["classes"][::-1]
+
+
+def _tamper_type(m):
+    m["d"] = True
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (_tamper_shard_file, "shards[0].file: expected 'shard-00000.safetensors'"),
+    (_tamper_n, "n: the request recorded"),
+    (_tamper_count, "shards[1]: expected start"),
+    (_tamper_start, "shards[1]: expected start"),
+    (_tamper_grid, "grid: the request recorded"),
+    (_tamper_classes, "classes: the request recorded"),
+    (_tamper_type, "d: expected a positive integer"),
+], ids=lambda v: getattr(v, "__name__", "")[8:] or None)
+def test_an_edited_manifest_is_refused_with_its_reason_and_redone(tmp_path, caplog, tamper,
+                                                                  reason):
+    """The manifest is not believed: before, a shard name with ../ was followed out of the
+    folder, edited n/start/count returned uninitialised rows, an edited grid or classes was
+    used as given, and extract could not repair such a cache."""
+    images = FakeImages()
+    good = extract(images, FakeBackbone(), tmp_path, **OPTS)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    tamper(manifest)
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="fails its check") as error:
+        load(tmp_path)
+    assert reason in str(error.value)
+    backbone = FakeBackbone()
+    with caplog.at_level(logging.WARNING, logger="cvxattn.features"):
+        again = extract(images, backbone, tmp_path, **OPTS)
+    assert backbone.n_images == N_IMAGES and "redone" in caplog.text
+    np.testing.assert_array_equal(again.X, good.X)
+    np.testing.assert_array_equal(again.y, good.y)
+
+
+def test_a_shard_of_the_wrong_shape_is_refused(tmp_path):
+    """A shard whose tensors do not have the rows its entry claims (here: another cache's
+    shard with its checksum copied into the manifest) is refused, not read past."""
+    import safetensors.numpy
+
+    extract(FakeImages(), FakeBackbone(), tmp_path, **OPTS)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    entry = manifest["shards"][0]
+    tensors = safetensors.numpy.load_file(str(tmp_path / entry["file"]))
+    short = {k: v[:-1] for k, v in tensors.items()}
+    data = safetensors.numpy.save(short)
+    (tmp_path / entry["file"]).write_bytes(data)
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"shard shard-00000.safetensors: expected tensors"):
+        load(tmp_path)

@@ -193,9 +193,65 @@ def _read_manifest(root: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
-            or not isinstance(manifest.get("shards"), list):
+            or manifest_problem(manifest) is not None:
         return None
     return manifest
+
+
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """Why a cache manifest cannot be believed, or None. A manifest is data from disk: its
+    sizes must be positive integers, agree with each other and with the request it records
+    (classes, grid, number of images, pooled d), and every shard entry must be the one
+    :func:`extract` writes at its index: the plain file name ``shard-NNNNN.safetensors``, the
+    start and count that the shard size gives, a sha256. Anything else (a file name leading
+    out of the folder, rows that no shard covers) would be followed or read as garbage."""
+    for name in ("n", "s", "d", "n_shards"):
+        if not _is_int(manifest.get(name), 1):
+            return f"{name}: expected a positive integer, got {manifest.get(name)!r}"
+    n, s, d = manifest["n"], manifest["s"], manifest["d"]
+    request = manifest.get("request")
+    if not isinstance(request, dict) or not _is_int(request.get("shard_size"), 1):
+        return "request: expected the request the cache was made for, with its shard_size"
+    size = request["shard_size"]
+    if manifest["n_shards"] != -(-n // size):
+        return f"n_shards: expected ⌈n / shard_size⌉ = {-(-n // size)}, got {manifest['n_shards']}"
+    grid, classes = manifest.get("grid"), manifest.get("classes")
+    if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g, 1) for g in grid)
+            and grid[0] * grid[1] == s):
+        return f"grid: expected [h, w] with h·w = s = {s}, got {grid!r}"
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        return f"classes: expected a list of class names, got {classes!r}"
+    recorded = [("classes", (request.get("dataset") or {}).get("classes"), classes),
+                ("grid", (request.get("backbone") or {}).get("grid"), grid),
+                ("n", (request.get("indices") or {}).get("count"), n)]
+    pooled = (request.get("pool") or {}).get("d", d)
+    recorded.append(("d", d if pooled is None else pooled, d))
+    for name, asked, stored in recorded:
+        if asked != stored:
+            return f"{name}: the request recorded {asked!r}, the manifest says {stored!r}"
+    shards, previous = manifest.get("shards"), -1
+    if not isinstance(shards, list):
+        return f"shards: expected a list, got {type(shards).__name__}"
+    for entry in shards:
+        i = entry.get("index") if isinstance(entry, dict) else None
+        if not (_is_int(i, previous + 1) and i < manifest["n_shards"]):
+            return f"shards: expected increasing indices below n_shards, got {i!r}"
+        previous, start = i, i * size
+        if entry.get("file") != _shard_name(i):
+            return f"shards[{i}].file: expected {_shard_name(i)!r}, got {entry.get('file')!r}"
+        if entry.get("start") != start or entry.get("count") != min(size, n - start):
+            return (f"shards[{i}]: expected start {start} and count {min(size, n - start)}, "
+                    f"got {entry.get('start')!r} and {entry.get('count')!r}")
+        if not (isinstance(entry.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            return f"shards[{i}].sha256: expected 64 hexadecimal digits"
+    if manifest.get("complete") and len(shards) != manifest["n_shards"]:
+        return f"complete: a complete cache has {manifest['n_shards']} shards, got {len(shards)}"
+    return None
 
 
 def _clear(root: Path) -> None:
@@ -370,8 +426,13 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
                                 f"{str(root)!r} without one")
     manifest = _read_manifest(root)
     if manifest is None:
-        raise ValueError(f"cache_dir: expected a {FORMAT} manifest, got an unreadable one in "
-                         f"{str(root)!r}")
+        try:
+            why = manifest_problem(json.loads((root / MANIFEST).read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError):
+            why = None
+        raise ValueError(f"cache_dir: expected a {FORMAT} manifest, got "
+                         + (f"one that fails its check ({why})" if why else "an unreadable one")
+                         + f" in {str(root)!r} (run extract to redo the cache)")
     entries = manifest["shards"]
     if not manifest.get("complete") or len(entries) != manifest["n_shards"]:
         raise ValueError(f"cache_dir: expected a complete cache, got {len(entries)} of "
@@ -391,6 +452,14 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
         else:
             tensors = safetensors.numpy.load_file(str(path))
         a, b = entry["start"], entry["start"] + entry["count"]
+        want = {"tokens": (b - a, s, d), "labels": (b - a,), "indices": (b - a,)}
+        got = {k: tuple(tensors[k].shape) if k in tensors else None for k in want}
+        if got != want:
+            raise ValueError(f"cache_dir: shard {entry['file']}: expected tensors of shapes "
+                             f"{want}, got {got} (run extract to recompute it)")
         X[a:b], y[a:b], indices[a:b] = tensors["tokens"], tensors["labels"], tensors["indices"]
+    if len(y) and not (0 <= y.min() and y.max() < len(manifest["classes"])):
+        raise ValueError(f"cache_dir: expected labels in [0, {len(manifest['classes'])}), got "
+                         f"[{y.min()}, {y.max()}] in {str(root)!r}")
     return TokenSet(X=X, y=y, indices=indices, classes=tuple(manifest["classes"]),
                     grid=tuple(manifest["grid"]), manifest=manifest)
