@@ -131,7 +131,7 @@ def test_out_must_be_a_directory(tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("")
     code, _, stderr = run_main(["digits", "--out", str(target)])
-    assert code == 2 and "argument --out: expected a directory, got the file" in stderr
+    assert code == 2 and "argument --out: expected a folder, got the file" in stderr
 
 
 def test_ctrl_c_prints_the_rows_done_so_far(monkeypatch, tmp_path):
@@ -198,3 +198,29 @@ def test_json_is_strict_and_files_are_replaced_atomically(tmp_path):
                                             "p": str(tmp_path)}
     report.write_atomic(path, "second")
     assert path.read_text() == "second" and os.listdir(path.parent) == ["r.json"]
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("command, option", [
+    ("features", "--cache"), ("features", "--model-cache"), ("run", "--cache"),
+    ("run", "--model-cache"), ("fit", "--out"), ("run", "--out"), ("table", "--out"),
+    ("digits", "--out"),
+])
+@pytest.mark.parametrize("place", ["file", "under-file", "unwritable"])
+def test_paths_that_cannot_be_written_are_usage_errors_before_any_work(tmp_path, command,
+                                                                       option, place):
+    """Before, `features --cache FILE` and `run --cache FILE` ended in a traceback from
+    os.mkdir, after the data set was read; now every such path is checked first."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    cache = tmp_path / "cache"
+    cache.mkdir()  # a folder that is no token cache: its check comes after the path's
+    path = {"file": afile, "under-file": afile / "sub",
+            "unwritable": "/proc/cvxattn-cannot-be-here"}[place]
+    required = {"fit": ["--features", str(cache)], "table": ["--train", str(cache),
+                                                             "--test", str(cache)]}
+    target = f"{path}/model" if command == "fit" and place != "under-file" else str(path)
+    code, stdout, stderr = run_main([command, *required.get(command, []), option, target])
+    assert code == 2, (stdout, stderr)
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith(
+        f"cvxattn {command}: error: argument {option}:"), stderr

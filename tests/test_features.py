@@ -157,6 +157,7 @@ def test_second_call_reads_the_cache(tmp_path):
     np.testing.assert_array_equal(second.X, first.X)
 
 
+@pytest.mark.reliability
 def test_crash_mid_way_resumes_with_identical_shards(tmp_path):
     images = FakeImages()
     extract(images, FakeBackbone(), tmp_path / "whole", **OPTS)
@@ -183,6 +184,7 @@ extract(FakeImages(), FakeBackbone(hang_after=int(sys.argv[2]), marker=sys.argv[
 """
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("hang_after", [4, 6])  # inside shard 1; on shard 2's first batch
 def test_kill_during_extraction_then_resume_gives_identical_shards(tmp_path, hang_after):
     images = FakeImages()
@@ -232,6 +234,7 @@ def _request_changes():
     }
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("change", list(_request_changes()))
 def test_changed_request_is_not_served_from_the_old_cache(tmp_path, caplog, change):
     extract(FakeImages(), FakeBackbone(), tmp_path, **OPTS)
@@ -249,6 +252,7 @@ def test_changed_request_is_not_served_from_the_old_cache(tmp_path, caplog, chan
     assert len(list(tmp_path.glob("shard-*.safetensors"))) == n_shards  # old ones removed
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_corrupt_shard_is_detected_and_recomputed(tmp_path, caplog, damage):
     images = FakeImages()
@@ -273,6 +277,7 @@ def test_corrupt_shard_is_detected_and_recomputed(tmp_path, caplog, damage):
     assert shard_bytes(tmp_path) == good
 
 
+@pytest.mark.reliability
 def test_unreadable_manifest_redoes_the_cache(tmp_path, caplog):
     images = FakeImages()
     extract(images, FakeBackbone(), tmp_path, **OPTS)
@@ -342,6 +347,7 @@ def test_backbone_with_wrong_token_shape_is_reported(tmp_path):
         extract(FakeImages(), backbone, tmp_path, **OPTS)
 
 
+@pytest.mark.reliability
 def test_killed_write_leftovers_are_cleaned_and_unlisted_shard_redone(tmp_path):
     images = FakeImages()
     with pytest.raises(RuntimeError):
@@ -388,6 +394,11 @@ def _tamper_type(m):
     m["d"] = True
 
 
+def _tamper_section(m):  # found by tests/reliability: an AttributeError from inside the check
+    m["request"]["pool"] = True
+
+
+@pytest.mark.reliability
 @pytest.mark.parametrize("tamper, reason", [
     (_tamper_shard_file, "shards[0].file: expected 'shard-00000.safetensors'"),
     (_tamper_n, "n: the request recorded"),
@@ -396,6 +407,7 @@ def _tamper_type(m):
     (_tamper_grid, "grid: the request recorded"),
     (_tamper_classes, "classes: the request recorded"),
     (_tamper_type, "d: expected a positive integer"),
+    (_tamper_section, "request.pool: expected an object, got True"),
 ], ids=lambda v: getattr(v, "__name__", "")[8:] or None)
 def test_an_edited_manifest_is_refused_with_its_reason_and_redone(tmp_path, caplog, tamper,
                                                                   reason):
@@ -418,6 +430,7 @@ def test_an_edited_manifest_is_refused_with_its_reason_and_redone(tmp_path, capl
     np.testing.assert_array_equal(again.y, good.y)
 
 
+@pytest.mark.reliability
 def test_a_shard_of_the_wrong_shape_is_refused(tmp_path):
     """A shard whose tensors do not have the rows its entry claims (here: another cache's
     shard with its checksum copied into the manifest) is refused, not read past."""
@@ -434,3 +447,22 @@ def test_a_shard_of_the_wrong_shape_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"shard shard-00000.safetensors: expected tensors"):
         load(tmp_path)
+
+
+@pytest.mark.reliability
+def test_images_changed_in_place_are_re_extracted(tmp_path, caplog):
+    """The cache key covers the pixels: before, images edited in place (same labels, same
+    indices) were served the tokens of the old images."""
+    images = FakeImages()
+    extract(images, FakeBackbone(), tmp_path, **OPTS)
+    images.images[N_IMAGES - 1] = 255 - images.images[N_IMAGES - 1]  # in the last shard
+    backbone = FakeBackbone()
+    with caplog.at_level(logging.WARNING, logger="cvxattn.features"):
+        again = extract(images, backbone, tmp_path, **OPTS)
+    assert "images of shard" in caplog.text and "changed" in caplog.text
+    last = N_IMAGES - (N_IMAGES - 1) % OPTS["shard_size"] - 1  # first image of the last shard
+    assert backbone.n_images == N_IMAGES - last  # only the changed shard was recomputed
+    fresh = extract(images, FakeBackbone(), tmp_path / "fresh", **OPTS)
+    np.testing.assert_array_equal(again.X, fresh.X)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert all(len(entry["pixels_sha256"]) == 64 for entry in manifest["shards"])

@@ -99,7 +99,7 @@ def test_files_are_json_and_safetensors_only(model_path):
     files = sorted(os.listdir(model_path.parent))
     assert files == ["model.json", "model.safetensors"]  # no pickle, no temporaries
     description = json.loads(model_path.with_suffix(".json").read_text())
-    assert description["format"] == FORMAT and description["version"] == 2
+    assert description["format"] == FORMAT and description["version"] == 3
     assert description["form"] == "blocks"
     assert description["head"]["name"] == "attention"
     assert description["head"]["n_gates"] == 2
@@ -127,6 +127,7 @@ def saved(model_path):
     return model_path
 
 
+@pytest.mark.reliability
 def test_missing_files(saved):
     os.remove(saved.with_suffix(".safetensors"))
     with pytest.raises(ValueError, match=r"model\.safetensors"):
@@ -136,6 +137,7 @@ def test_missing_files(saved):
         load_model(saved)
 
 
+@pytest.mark.reliability
 def test_corrupt_tensor_file(saved):
     path = saved.with_suffix(".safetensors")
     data = bytearray(path.read_bytes())
@@ -145,6 +147,7 @@ def test_corrupt_tensor_file(saved):
         load_model(saved)
 
 
+@pytest.mark.reliability
 def test_swapped_tensor_file(saved, tmp_path):
     name, head = TEN[1]  # attention-linear
     save_solution(solved(name, head), tmp_path / "other")
@@ -158,24 +161,29 @@ def test_unknown_format_version(saved):
     description = json.loads(path.read_text())
     description["version"] = 99
     path.write_text(json.dumps(description))
-    with pytest.raises(ValueError, match=r"model\.json: expected format version 1 or 2, got 99"):
+    with pytest.raises(ValueError, match=r"model\.json: expected format version 1 to 3, got 99"):
         load_model(saved)
 
 
+@pytest.mark.reliability
 def test_block_shape_mismatch(saved):
     """A consistent checksum over tensors of the wrong shape is still refused."""
     tensor_path, json_path = saved.with_suffix(".safetensors"), saved.with_suffix(".json")
+    with safetensors.safe_open(tensor_path, "pt") as f:
+        metadata = f.metadata()  # the description bound into the file stays as it was
     tensors = safetensors.torch.load_file(tensor_path)
     tensors["blocks"] = tensors["blocks"][:, :-1]  # (1, d - 1, c)
-    safetensors.torch.save_file(tensors, tensor_path)
+    safetensors.torch.save_file(tensors, tensor_path, metadata=metadata)
     description = json.loads(json_path.read_text())
     description["tensors"]["sha256"] = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
+    description["tensors"]["shapes"]["blocks"] = [1, D - 1, C]
     json_path.write_text(json.dumps(description))
     with pytest.raises(ValueError, match=rf"model\.safetensors: blocks: expected shape "
                                          rf"\(1, {D}, {C}\).*got \(1, {D - 1}, {C}\)"):
         load_model(saved)
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("failing", [1, 2], ids=["tensor-write", "json-write"])
 def test_failed_overwrite_keeps_old_model(saved, monkeypatch, failing):
     """The tensor (or JSON) write raises midway, after its bytes went out but before the
@@ -278,3 +286,79 @@ def test_the_tensor_file_is_the_same_bytes_whatever_order_the_writer_chose(model
     save_solution(solved(*TEN[5]), model_path)
     written = (model_path.parent / "model.safetensors").read_bytes()
     assert written == _canonical(written)
+
+
+def _edit(field: str, value):
+    def edit(description):
+        *path, last = field.split(".")
+        node = description
+        for key in path:
+            node = node[key]
+        node[last] = value
+    edit.__name__ = f"{field}={value!r}"
+    return edit
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("edit, message", [
+    (_edit("head.grid", [5, 2]), "head, problem, certificate or form: expected the description"),
+    (_edit("head.groups", 1), "head, problem, certificate or form: expected the description"),
+    (_edit("head.seed", 3), "head, problem, certificate or form: expected the description"),
+    (_edit("problem.pooled", False), "problem.pooled: expected true for loss 'cross_entropy'"),
+    (_edit("problem.loss", "squared"), "head, problem, certificate or form: expected the description"),
+    (_edit("problem.loss", "hinge"), "problem.loss: expected one of"),
+    (_edit("problem.beta", "0.05"), "problem.beta: expected a finite number > 0, got '0.05'"),
+    (_edit("problem.fit_intercept", 1), "problem.fit_intercept: expected true or false"),
+    (_edit("head.n_gates", True), "head.n_gates: expected a positive integer, got True"),
+    (_edit("head.name", "transformer"), "head.name: expected one of"),
+    (_edit("head.name", ["mlp"]), "head.name: expected one of"),  # was a TypeError (unhashable)
+    (_edit("head.s", -10), "head.s: expected a positive integer"),
+    (_edit("certificate.status", "great"), "certificate.status: expected one of"),
+    (_edit("certificate.gap", 0.0), "head, problem, certificate or form: expected the"),
+    (_edit("certificate.gap", [0]), "certificate.gap: expected a number"),
+    (_edit("tensors.sha256", "../model"), "tensors.sha256: expected 64 hexadecimal digits"),
+    (_edit("tensors.dtypes", {"blocks": "object"}), "tensors.dtypes: expected one of"),
+    (_edit("head", None), "head: expected an object, got None"),
+], ids=lambda v: getattr(v, "__name__", None) or "")
+def test_an_edited_description_is_refused_by_name(model_path, edit, message):
+    """The JSON is data from disk: before, edited head settings or pooling changed the
+    predictions silently, and unknown losses and wrong types were accepted."""
+    name, head = TEN[9]  # bfno-gated: grid, groups, gates
+    save_solution(solved(name, head), model_path)
+    path = model_path.with_suffix(".json")
+    description = json.loads(path.read_text())
+    edit(description)
+    path.write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": " + re.escape(message)):
+        load_model(model_path)
+
+
+@pytest.mark.reliability
+def test_non_finite_tensors_are_refused(saved):
+    """NaN blocks under a matching checksum and description loaded and predicted NaN."""
+    tensor_path, json_path = saved.with_suffix(".safetensors"), saved.with_suffix(".json")
+    with safetensors.safe_open(tensor_path, "pt") as f:
+        metadata = f.metadata()
+    tensors = safetensors.torch.load_file(tensor_path)
+    tensors["blocks"][0, 0, 0] = float("nan")
+    safetensors.torch.save_file(tensors, tensor_path, metadata=metadata)
+    description = json.loads(json_path.read_text())
+    description["tensors"]["sha256"] = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
+    json_path.write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"model\.safetensors: blocks: expected finite values"):
+        load_model(saved)
+
+
+@pytest.mark.reliability
+def test_two_fits_of_the_same_problem_write_the_same_bytes(tmp_path):
+    """Before, the JSON held the solve's seconds and the date, so two identical fits wrote
+    different files."""
+    name, head = TEN[6]  # attention-gated
+    files = []
+    for k in range(2):
+        problem = ca.Problem(head, tokens(0), labels(0), beta=BETA)
+        save_solution(ca.solve(problem, method="fista", tol=1e-6, max_iter=300),
+                      tmp_path / f"fit{k}")
+        files.append([(tmp_path / f"fit{k}{suffix}").read_bytes()
+                      for suffix in (".json", ".safetensors")])
+    assert files[0][0].replace(b"fit0", b"fit1") == files[1][0] and files[0][1] == files[1][1]

@@ -86,7 +86,7 @@ def test_fit_command_names_a_missing_cache(tmp_path, capsys):
     (["--max-iter", "0"], "argument --max-iter: expected a positive integer"),
     (["--test-features", "NONE"], "argument --test-features: expected a token cache folder"),
     (["--out", "FOLDER"], "argument --out: expected a file name to save the model under"),
-    (["--out", "FILE/model"], "argument --out: expected a path inside a folder"),
+    (["--out", "FILE/model"], "argument --out: expected a folder, got the file"),
 ])
 def test_fit_checks_its_arguments_before_solving(tmp_path, capsys, monkeypatch, argv, message):
     """A usage error is a one-line exit 2 before any work: the solve is never reached (before,

@@ -50,7 +50,7 @@ def test_bad_tokens(X, message):
     (np.r_[np.arange(C), -np.ones(N - C, dtype=int)], r"y: expected labels in \[0, "),
     (np.r_[np.arange(C), np.full(N - C, 0.5)], "y: expected integer class labels"),
     (np.r_[np.arange(C), np.full(N - C, np.nan)], "y: expected integer class labels"),
-    (np.r_[0, 2, np.full(N - 2, 2)], r"y: classes \[1\] have no sample"),
+    (np.r_[0, 2, np.full(N - 2, 2)], r"y: 1 of the 3 classes have no sample \(e.g. \[1\]\)"),
 ])
 def test_bad_labels(y, message):
     with pytest.raises(ValueError, match=message):
@@ -196,3 +196,38 @@ def test_without_intercept_nothing_is_centered():
     out = problem.outputs(torch.ones(1, D, C, dtype=torch.float64))
     assert torch.equal(problem.centered(out), out)
     assert torch.equal(problem.output_mean(out), torch.zeros(C, dtype=out.dtype))
+
+
+def test_converting_tokens_beyond_the_memory_available_is_refused_before_allocating(
+        monkeypatch):
+    """Before, Problem copied the tokens to float64 (and checked them with a temporary larger
+    than the copy) before any memory check; now a copy that cannot fit is refused first."""
+    from cvxattn.solvers import memory
+
+    X = tokens(0).to(torch.float32)
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: X.numel() * 8 - 1)
+    with pytest.raises(ca.MemoryBudgetError, match=r"X: converting the tokens .* to "
+                                                   r"torch.float64 needs"):
+        make(X=X)
+    assert make(X=X, dtype=torch.float32).X.data_ptr() == X.data_ptr()  # no copy: no check
+
+
+def test_huge_finite_tokens_whose_lifted_data_overflow_are_refused():
+    """Finite tokens near the float64 limit gave a problem whose lifted data (Gram matrices,
+    FFT spectra) were inf, and a solve that reported NaN; now the lift is checked."""
+    X = tokens(0) * 1e200
+    problem = ca.Problem(ca.heads.SelfAttention(), X, labels(0), beta=0.1)
+    with pytest.raises(ValueError, match=r"X: expected tokens whose lifted data \('gram' of "
+                                         r"the attention head\) are finite .* up to 3.11e\+200"):
+        ca.solve(problem)
+    with pytest.raises(ValueError, match="X: expected values small enough to be summed"):
+        make(X=torch.full((N, S, D), 1e308, dtype=torch.float64))
+    with pytest.raises(ValueError, match="X: expected finite values, got NaN or inf"):
+        make(X=torch.full((N, S, D), float("nan"), dtype=torch.float64))
+
+
+def test_many_classes_without_samples_are_named_without_counting_each(monkeypatch):
+    """n_classes far above n (a typo, 10**12) used to allocate a count per class."""
+    with pytest.raises(ValueError, match=rf"y: {10**12 - C} of the {10**12} classes have no "
+                                         r"sample \(e.g. \[6, 7, 8"):
+        make(y=labels(0), n_classes=10**12)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import check_folder
 from .heads import REGISTRY, create
 from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
                        is_positive, stratified_subset)
@@ -119,6 +120,8 @@ class DigitsConfig:
         fix("heads", checked_names("heads", self.heads, tuple(REGISTRY)))
         fix("activations", checked_names("activations", self.activations, ACTIVATIONS))
         fix("beta", checked_betas(self.beta))
+        if self.out is not None:
+            fix("out", check_folder(self.out, "out"))
         for name in ("tol", "select_tol"):
             value = getattr(self, name)
             if not is_positive(value) or value >= 1:

@@ -16,11 +16,12 @@ On disk::
 
 The manifest holds the request (dataset name/split/source/size/classes, a checksum and the
 count of the indices and of their labels, ``backbone.describe()``, image size, grid, d, the
-pooling function, the shard size), the package versions, and one entry with a sha256 per finished
-shard. Every file is written atomically (temporary file + ``os.replace``) and the manifest is
+pooling function, the shard size), the package versions, and one entry per finished shard
+with the sha256 of its file and of the pixels it was computed from. Every file is written atomically (temporary file + ``os.replace``) and the manifest is
 rewritten after each shard, so a killed extraction resumes at the first unfinished shard.
 A manifest made for another request is never reused: the cache is redone, with a warning on
-the ``cvxattn.features`` logger saying why. A shard whose sha256 does not match is recomputed.
+the ``cvxattn.features`` logger saying why. A shard whose file fails its sha256, or whose
+images changed (edited in place: same labels, other pixels), is recomputed.
 Nothing is pickled.
 
 >>> import tempfile, numpy as np
@@ -150,6 +151,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _pixels_sha256(images, block: np.ndarray) -> str:
+    """sha256 of the pixels of ``images.images[block]`` (each image's shape, dtype and bytes,
+    in order): the content a shard's tokens were computed from. Labels and indices do not
+    change when images are edited in place, so a shard is reused only if this matches too."""
+    digest = hashlib.sha256()
+    for t in block.tolist():
+        image = np.ascontiguousarray(images.images[t])
+        digest.update(f"{image.shape}{image.dtype.str};".encode())
+        digest.update(image.data)
+    return digest.hexdigest()
+
+
 def _canonical(value: Any) -> Any:
     """The value as it reads back from the manifest (JSON round trip), for comparisons."""
     return json.loads(json.dumps(to_jsonable(value), sort_keys=True, allow_nan=False))
@@ -207,7 +220,7 @@ def manifest_problem(manifest: dict) -> str | None:
     sizes must be positive integers, agree with each other and with the request it records
     (classes, grid, number of images, pooled d), and every shard entry must be the one
     :func:`extract` writes at its index: the plain file name ``shard-NNNNN.safetensors``, the
-    start and count that the shard size gives, a sha256. Anything else (a file name leading
+    start and count that the shard size gives, the sha256 of its file and of its pixels. Anything else (a file name leading
     out of the folder, rows that no shard covers) would be followed or read as garbage."""
     for name in ("n", "s", "d", "n_shards"):
         if not _is_int(manifest.get(name), 1):
@@ -219,16 +232,19 @@ def manifest_problem(manifest: dict) -> str | None:
     size = request["shard_size"]
     if manifest["n_shards"] != -(-n // size):
         return f"n_shards: expected ⌈n / shard_size⌉ = {-(-n // size)}, got {manifest['n_shards']}"
+    for name in ("dataset", "backbone", "indices", "pool"):
+        if not isinstance(request.get(name), dict):
+            return f"request.{name}: expected an object, got {request.get(name)!r}"
     grid, classes = manifest.get("grid"), manifest.get("classes")
     if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g, 1) for g in grid)
             and grid[0] * grid[1] == s):
         return f"grid: expected [h, w] with h·w = s = {s}, got {grid!r}"
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         return f"classes: expected a list of class names, got {classes!r}"
-    recorded = [("classes", (request.get("dataset") or {}).get("classes"), classes),
-                ("grid", (request.get("backbone") or {}).get("grid"), grid),
-                ("n", (request.get("indices") or {}).get("count"), n)]
-    pooled = (request.get("pool") or {}).get("d", d)
+    recorded = [("classes", request["dataset"].get("classes"), classes),
+                ("grid", request["backbone"].get("grid"), grid),
+                ("n", request["indices"].get("count"), n)]
+    pooled = request["pool"].get("d", d)
     recorded.append(("d", d if pooled is None else pooled, d))
     for name, asked, stored in recorded:
         if asked != stored:
@@ -246,9 +262,9 @@ def manifest_problem(manifest: dict) -> str | None:
         if entry.get("start") != start or entry.get("count") != min(size, n - start):
             return (f"shards[{i}]: expected start {start} and count {min(size, n - start)}, "
                     f"got {entry.get('start')!r} and {entry.get('count')!r}")
-        if not (isinstance(entry.get("sha256"), str)
-                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
-            return f"shards[{i}].sha256: expected 64 hexadecimal digits"
+        for key in ("sha256", "pixels_sha256"):
+            if not (isinstance(entry.get(key), str) and re.fullmatch(r"[0-9a-f]{64}", entry[key])):
+                return f"shards[{i}].{key}: expected 64 hexadecimal digits"
     if manifest.get("complete") and len(shards) != manifest["n_shards"]:
         return f"complete: a complete cache has {manifest['n_shards']} shards, got {len(shards)}"
     return None
@@ -359,8 +375,13 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
             if isinstance(i, int) and 0 <= i < len(starts) and entry.get("file") == _shard_name(i):
                 done[i] = entry
     kept = {}
+    pixels = {i: _pixels_sha256(images, indices[start:start + shard_size])
+              for i, start in enumerate(starts)}
     for i, entry in sorted(done.items()):
-        if _read_shard(root, entry) is None:
+        if entry["pixels_sha256"] != pixels[i]:
+            log.warning("token cache %s: the images of shard %s changed; recomputing", root,
+                        entry["file"])
+        elif _read_shard(root, entry) is None:
             log.warning("token cache %s: shard %s is missing or fails its sha256; recomputing",
                         root, entry["file"])
         else:
@@ -371,7 +392,7 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
     manifest = {"format": FORMAT, "request": request, "complete": False,
                 "n": n, "s": s, "d": d, "grid": list(grid), "classes": list(images.classes),
                 "n_shards": len(starts), "shards": [kept[i] for i in sorted(kept)],
-                "environment": environment(packages=_PACKAGES)}
+                "environment": environment(packages=_PACKAGES, run=False)}
     write_json(root / MANIFEST, manifest)
 
     labels = np.asarray(images.labels).astype(np.int64)
@@ -405,7 +426,8 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                 metadata={"format": FORMAT})
             write_atomic(root / _shard_name(i), data)
             kept[i] = {"index": i, "file": _shard_name(i), "start": starts[i],
-                       "count": len(block), "bytes": len(data), "sha256": _sha256(data)}
+                       "count": len(block), "bytes": len(data), "sha256": _sha256(data),
+                       "pixels_sha256": pixels[i]}
             manifest["shards"] = [kept[k] for k in sorted(kept)]
             write_json(root / MANIFEST, manifest)
     manifest["complete"] = True
@@ -443,23 +465,30 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
     y = np.empty(n, np.int64)
     indices = np.empty(n, np.int64)
     for entry in entries:
-        path = root / entry["file"]
-        if verify:
-            tensors = _read_shard(root, entry)
-            if tensors is None:
-                raise ValueError(f"cache_dir: shard {entry['file']} is missing or fails its "
-                                 "sha256 (run extract to recompute it)")
-        else:
-            tensors = safetensors.numpy.load_file(str(path))
+        try:
+            tensors = _read_shard(root, entry) if verify else \
+                safetensors.numpy.load_file(str(root / entry["file"]))
+        except Exception as error:  # (safetensors raises its own error type) a foreign file
+            raise ValueError(f"cache_dir: shard {entry['file']} is not a safetensors file "
+                             f"({type(error).__name__}: {error}); run extract to recompute "
+                             "it") from None
+        if tensors is None:
+            raise ValueError(f"cache_dir: shard {entry['file']} is missing or fails its "
+                             "sha256 (run extract to recompute it)")
         a, b = entry["start"], entry["start"] + entry["count"]
-        want = {"tokens": (b - a, s, d), "labels": (b - a,), "indices": (b - a,)}
-        got = {k: tuple(tensors[k].shape) if k in tensors else None for k in want}
+        want = {"tokens": ((b - a, s, d), "float32"), "labels": ((b - a,), "int64"),
+                "indices": ((b - a,), "int64")}
+        got = {k: (tuple(tensors[k].shape), str(tensors[k].dtype)) if k in tensors else None
+               for k in want}
         if got != want:
             raise ValueError(f"cache_dir: shard {entry['file']}: expected tensors of shapes "
-                             f"{want}, got {got} (run extract to recompute it)")
+                             f"and dtypes {want}, got {got} (run extract to recompute it)")
         X[a:b], y[a:b], indices[a:b] = tensors["tokens"], tensors["labels"], tensors["indices"]
     if len(y) and not (0 <= y.min() and y.max() < len(manifest["classes"])):
         raise ValueError(f"cache_dir: expected labels in [0, {len(manifest['classes'])}), got "
                          f"[{y.min()}, {y.max()}] in {str(root)!r}")
+    if not np.isfinite(X.sum(dtype=np.float64)):
+        raise ValueError(f"cache_dir: expected finite tokens, got NaN or inf in {str(root)!r} "
+                         "(run extract to redo the cache)")
     return TokenSet(X=X, y=y, indices=indices, classes=tuple(manifest["classes"]),
                     grid=tuple(manifest["grid"]), manifest=manifest)

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_atomic"]
+__all__ = ["atomic_path", "write_atomic", "check_folder"]
 
 
 @contextlib.contextmanager
@@ -53,3 +53,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_folder(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as a Path if it is a folder this process can write in, or could create: else
+    a one-line ValueError naming ``name``, so that a command fails before its work rather than
+    after it. Nothing is left behind (the test writes and removes a temporary folder in the
+    nearest existing one)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: expected a folder, got the file {str(path)!r}")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"{name}: expected a folder, got {str(path)!r} under the file "
+                         f"{str(existing)!r}")
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as error:
+        raise ValueError(f"{name}: expected a folder that can be written, got {str(path)!r} "
+                         f"({error.strerror or error} in {str(existing)!r})") from None
+    return path

@@ -6,12 +6,15 @@
                         (factorized solves, pooled collapses), "W1" (G, r, *w1) and "W2"
                         (G, r, *w2), so that Z is never formed — "intercept" b (c,), and
                         "gates" when the head is gated (its explicit gates, float64), each in
-                        the dtype it was stored in
-    model.json          format version; "form" (blocks or heads); the head (registry name, activation, n_gates, seed,
-                        grid/groups for FNO heads, bound sizes s, d, c); the problem (loss, β,
-                        fit_intercept, pooled or token-level); the certificate (objective,
-                        lower bound, gap, status, method, …); the sha256 of model.safetensors;
-                        the environment that wrote it
+                        the dtype it was stored in; its metadata binds a copy of the JSON's
+                        form, head, problem and certificate
+    model.json          format version; "form" (blocks or heads); the head (registry name,
+                        activation, n_gates, seed, grid/groups for FNO heads, bound sizes
+                        s, d, c); the problem (loss, β, fit_intercept, pooled or token-level);
+                        the certificate (objective, lower bound, gap, status, method, …); the
+                        sha256, shapes and dtypes of model.safetensors; the Python, platform
+                        and package versions that wrote it (no date, no run time: the same fit
+                        gives the same bytes)
 
 ``load_model("model")`` rebuilds the bound head from the registry with the stored gates (no
 resampling) and returns a :class:`FittedHead` whose ``decision_function``, ``predict`` and
@@ -38,7 +41,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,17 +54,22 @@ import safetensors.torch
 import torch
 
 from .heads import REGISTRY, BlockFNO, create
-from .heads.base import Head
+from .heads.base import ACTIVATIONS, Head
+from .losses import LOSSES
 from .report import environment, to_jsonable
-from .solvers.solution import FittedBlocks, Solution
+from .solvers.solution import FittedBlocks, Solution, Status
 
 __all__ = ["FORMAT", "VERSION", "FittedHead", "load_model", "save_solution"]
 
 FORMAT = "cvxattn.model"
-VERSION = 2  # 2 added the heads form; version 1 files (blocks) still load
-_VERSIONS = (1, 2)
+# 2 added the heads form; 3 binds the head and problem into the tensor file (see _bound) and
+# leaves the run's date and seconds out, so that the same fit writes the same bytes.
+# Versions 1 and 2 still load.
+VERSION = 3
+_VERSIONS = (1, 2, 3)
 _PACKAGES = ("cvxattn", "torch", "numpy", "safetensors")
 _SUFFIXES = (".json", ".safetensors")
+_DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -137,27 +147,30 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
     tensors["intercept"] = solution.intercept.detach().cpu().contiguous()  # (c,)
     if head.gated:
         tensors["gates"] = head.gates.detach().cpu().contiguous()  # e.g. (m, d) for the MLP
-    data = _canonical(safetensors.torch.save(tensors, metadata={"format": FORMAT,
-                                                                "version": str(VERSION)}))
-    description = {
-        "format": FORMAT,
-        "version": VERSION,
+    semantics = {
         "form": form,
-        "tensors": {"file": tensor_path.name, "sha256": _sha256(data),
-                    "shapes": {k: list(v.shape) for k, v in tensors.items()},
-                    "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()}},
         "head": _describe_head(head),
         "problem": {"loss": solution.loss_name, "beta": solution.beta,
                     "fit_intercept": solution.fit_intercept, "pooled": solution.pooled,
                     "n": solution.n_samples},
+        # what proves the fit; the run's seconds and date are not part of the model
         "certificate": {"objective": solution.objective, "lower_bound": solution.lower_bound,
                         "gap": solution.gap, "status": solution.status,
                         "method": solution.method, "method_reason": solution.method_reason,
-                        "n_iter": solution.n_iter,
-                        "seconds": solution.seconds, "certificate": str(solution.certificate),
+                        "n_iter": solution.n_iter, "certificate": str(solution.certificate),
                         "proof": dataclasses.asdict(solution.certificate),
                         "n_heads": solution.n_heads},
-        "environment": environment(packages=_PACKAGES),
+    }
+    data = _canonical(safetensors.torch.save(tensors, metadata={
+        "format": FORMAT, "version": str(VERSION), "description": _bound(semantics)}))
+    description = {
+        "format": FORMAT,
+        "version": VERSION,
+        **semantics,
+        "tensors": {"file": tensor_path.name, "sha256": _sha256(data),
+                    "shapes": {k: list(v.shape) for k, v in tensors.items()},
+                    "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in tensors.items()}},
+        "environment": environment(packages=_PACKAGES, run=False),
     }
     # rendered before anything touches the disk: a value JSON cannot hold fails here
     text = json.dumps(to_jsonable(description), indent=2, allow_nan=False,
@@ -174,6 +187,15 @@ def save_solution(solution: Solution, path: str | os.PathLike) -> Path:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return json_path
+
+
+def _bound(semantics: dict) -> str:
+    """The form, head, problem and certificate as canonical JSON: stored in the tensor file's
+    metadata (which the JSON's sha256 covers), so that an edit in the JSON alone of what
+    decides the predictions (head settings, pooling, loss) or of what they claim (the gap, the
+    status) is refused on load instead of believed."""
+    return json.dumps(to_jsonable(semantics), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False, ensure_ascii=False)
 
 
 def _canonical(data: bytes) -> bytes:
@@ -212,9 +234,14 @@ def _float(value: Any) -> Any:
 
 def load_model(path: str | os.PathLike) -> FittedHead:
     """Read a model written by :func:`save_solution` (``path``, ``path.json`` or
-    ``path.safetensors``). Raises ValueError naming the file when a file is missing or
-    unreadable, the tensor file's sha256 differs from the JSON's, the format version is
-    unknown, or a tensor's shape does not match the head."""
+    ``path.safetensors``).
+
+    Both files are data from disk and are checked before anything is built from them: the
+    JSON against its schema (types, ranges, known head names, losses and statuses), the
+    tensor file against the JSON's sha256, the tensors' names, dtypes and shapes against
+    the description and the rebuilt head, their values for NaN and inf, and (version 3) the
+    head and problem in the JSON against the copy bound into the tensor file. Any failure
+    is a ValueError naming the file and the field."""
     tensor_path, json_path = _paths(path)
     try:
         description = json.loads(json_path.read_text(encoding="utf-8"))
@@ -228,13 +255,93 @@ def load_model(path: str | os.PathLike) -> FittedHead:
         found = description.get("format") if isinstance(description, dict) else description
         raise ValueError(f"{json_path}: expected format {FORMAT!r}, got {found!r}")
     if description.get("version") not in _VERSIONS:
-        raise ValueError(f"{json_path}: expected format version 1 or {VERSION}, got "
+        raise ValueError(f"{json_path}: expected format version 1 to {VERSION}, got "
                          f"{description.get('version')!r} (written by another cvxattn version)")
-    try:
-        return _load(description, tensor_path, json_path)
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{json_path}: expected the fields of format version {VERSION}, got "
-                         f"a description without a valid {error}") from None
+    problem = _schema_problem(description)
+    if problem is not None:
+        raise ValueError(f"{json_path}: {problem}")
+    return _load(description, tensor_path, json_path)
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    """A float as to_jsonable writes it: a JSON number or "nan"/"inf"/"-inf"."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) \
+        or value in ("nan", "inf", "-inf")
+
+
+def _sizes(value: Any, length: int | None = None, low: int = 0) -> bool:
+    return isinstance(value, list) and (length is None or len(value) == length) \
+        and all(_is_int(v, low) for v in value)
+
+
+def _schema_problem(description: dict) -> str | None:
+    """Why a model description fails its schema (the field, what was expected, what was
+    found), or None."""
+    head, problem = description.get("head"), description.get("problem")
+    tensors, certificate = description.get("tensors"), description.get("certificate")
+    for name, value in (("head", head), ("problem", problem), ("tensors", tensors),
+                        ("certificate", certificate)):
+        if not isinstance(value, dict):
+            return f"{name}: expected an object, got {_short(value)}"
+    gated = head.get("activation") == "gated"
+    checks = [
+        ("form", description.get("form", "blocks"), lambda v: v in ("blocks", "heads"),
+         "'blocks' or 'heads'"),
+        ("tensors.sha256", tensors.get("sha256"),
+         lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+         "64 hexadecimal digits"),
+        ("tensors.shapes", tensors.get("shapes", {}),
+         lambda v: isinstance(v, dict) and all(_sizes(s) for s in v.values()),
+         "lists of sizes by tensor name"),
+        ("tensors.dtypes", tensors.get("dtypes", {}),
+         lambda v: isinstance(v, dict) and all(s in _DTYPES for s in v.values()),
+         f"one of {tuple(_DTYPES)} by tensor name"),
+        ("head.name", head.get("name"), lambda v: isinstance(v, str) and v in REGISTRY,
+         f"one of {tuple(REGISTRY)}"),
+        ("head.activation", head.get("activation"), lambda v: v in ACTIVATIONS,
+         f"one of {ACTIVATIONS}"),
+        ("head.n_gates", head.get("n_gates"),
+         (lambda v: _is_int(v, 1)) if gated else (lambda v: v is None),
+         "a positive integer" if gated else "null (a linear head has no gates)"),
+        ("head.seed", head.get("seed"), _is_int, "an integer ≥ 0"),
+        ("head.grid", head.get("grid"), lambda v: v is None or _sizes(v, 2, 1),
+         "null or [h, w] of positive integers"),
+        ("head.groups", head.get("groups"), lambda v: v is None or _is_int(v, 1),
+         "null or a positive integer"),
+        *[(f"head.{k}", head.get(k), lambda v: _is_int(v, 1), "a positive integer")
+          for k in ("s", "d", "c", "n_blocks")],
+        ("head.block_shape", head.get("block_shape"), lambda v: _sizes(v, 2, 1),
+         "[p, q] of positive integers"),
+        ("problem.loss", problem.get("loss"), lambda v: v in LOSSES, f"one of {LOSSES}"),
+        ("problem.beta", problem.get("beta"),
+         lambda v: _is_number(v) and math.isfinite(float(v)) and float(v) > 0,
+         "a finite number > 0"),
+        ("problem.fit_intercept", problem.get("fit_intercept"), lambda v: isinstance(v, bool),
+         "true or false"),
+        ("problem.pooled", problem.get("pooled"), lambda v: isinstance(v, bool),
+         "true or false"),
+        ("problem.n", problem.get("n", 1), lambda v: _is_int(v, 1), "a positive integer"),
+        *[(f"certificate.{k}", certificate.get(k), _is_number, "a number")
+          for k in ("objective", "lower_bound", "gap")],
+        ("certificate.status", certificate.get("status"),
+         lambda v: v in [s.value for s in Status], f"one of {[s.value for s in Status]}"),
+        ("certificate.n_iter", certificate.get("n_iter"), _is_int, "an integer ≥ 0"),
+    ]
+    for name, value, valid, expected in checks:
+        if not valid(value):
+            return f"{name}: expected {expected}, got {_short(value)}"
+    if not problem["pooled"] and problem["loss"] == "cross_entropy":
+        return "problem.pooled: expected true for loss 'cross_entropy' (labels are pooled)"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
@@ -248,16 +355,39 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
         raise ValueError(f"{tensor_path}: expected sha256 {expected} (recorded in "
                          f"{json_path.name}), got {_sha256(data)}: the tensor file is corrupt "
                          "or belongs to another model")
-    tensors = safetensors.torch.load(data)
-
+    try:
+        tensors = safetensors.torch.load(data)
+        metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get(
+            "__metadata__") or {}
+    except Exception as error:  # the checksum matched: a file written by someone else
+        raise ValueError(f"{tensor_path}: expected a safetensors file, got an unreadable one "
+                         f"({error})") from None
     info, problem = description["head"], description["problem"]
     form = description.get("form", "blocks")
-    if form not in ("blocks", "heads"):
-        raise ValueError(f"{json_path}: form: expected 'blocks' or 'heads', got {form!r}")
+    if description["version"] >= 3:
+        semantics = {"form": form, "head": info, "problem": problem,
+                     "certificate": description["certificate"]}
+        if metadata.get("description") != _bound(semantics):
+            raise ValueError(f"{json_path}: head, problem, certificate or form: expected the "
+                             f"description bound into {tensor_path.name}, got an edited one")
     names = (["blocks"] if form == "blocks" else ["W1", "W2"]) + ["intercept"] \
         + (["gates"] if info["activation"] == "gated" else [])
     if sorted(tensors) != sorted(names):
         raise ValueError(f"{tensor_path}: expected tensors {names}, got {sorted(tensors)}")
+    recorded = description["tensors"]
+    for name, tensor in tensors.items():
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in _DTYPES:
+            raise ValueError(f"{tensor_path}: {name}: expected one of {tuple(_DTYPES)}, got "
+                             f"{dtype}")
+        for what, stored, found in (("dtype", recorded.get("dtypes", {}).get(name), dtype),
+                                    ("shape", recorded.get("shapes", {}).get(name),
+                                     list(tensor.shape))):
+            if stored is not None and stored != found:
+                raise ValueError(f"{tensor_path}: {name}: expected the {what} recorded in "
+                                 f"{json_path.name}, {stored}, got {found}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{tensor_path}: {name}: expected finite values, got NaN or inf")
     try:  # explicit gates: bind checks them and samples nothing
         head = create(info["name"], info["activation"], seed=info["seed"],
                       grid=None if info["grid"] is None else tuple(info["grid"]),
@@ -271,6 +401,10 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
     if head.gated and head.n_gates != info["n_gates"]:
         raise ValueError(f"{tensor_path}: gates: expected {info['n_gates']} gates (from "
                          f"{json_path.name}), got {head.n_gates}")
+    for name, value in (("n_blocks", head.n_blocks), ("block_shape", list(head.block_shape))):
+        if info[name] != value:
+            raise ValueError(f"{json_path}: head.{name}: expected {value} for {head!r} bound "
+                             f"to (s, d, c) = {head.dims}, got {info[name]}")
     shapes = {"intercept": (head.c,)}
     if form == "blocks":
         shapes["blocks"] = (head.n_blocks, *head.block_shape)
@@ -287,6 +421,6 @@ def _load(description: dict, tensor_path: Path, json_path: Path) -> FittedHead:
     heads = None if form == "blocks" else (tensors["W1"], tensors["W2"])
     return FittedHead(head=head, dense=tensors.get("blocks"), heads=heads,
                       intercept=tensors["intercept"],
-                      pooled=bool(problem["pooled"]), loss=problem["loss"],
-                      fit_intercept=bool(problem["fit_intercept"]), certificate=certificate,
+                      pooled=problem["pooled"], loss=problem["loss"],
+                      fit_intercept=problem["fit_intercept"], certificate=certificate,
                       problem=problem)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Loss", "CrossEntropy", "SquaredLoss", "get_loss"]
+__all__ = ["Loss", "CrossEntropy", "SquaredLoss", "get_loss", "LOSSES"]
 
 
 class Loss:
@@ -159,6 +159,7 @@ class SquaredLoss(Loss):
 
 
 _LOSSES = {"cross_entropy": CrossEntropy, "squared": SquaredLoss}
+LOSSES = tuple(_LOSSES)  # the names get_loss accepts
 
 
 def get_loss(name: str) -> Loss:

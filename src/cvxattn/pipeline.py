@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import EfficientNetLite0
+from .checks import check_integer, is_integer
 from .data import ImageSet, load_cifar100, load_fashion_mnist, load_image_folder, load_samples
 from .features import TokenSet, extract, load
+from .files import check_folder
 from .heads import REGISTRY, create
 from .io import save_solution
 from .problem import Problem
@@ -126,12 +128,18 @@ class FeaturesConfig:
     def __post_init__(self):
         for name in ("n", "image_size", "d", "batch_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, Integral) or value < 1):
+            if value is not None and not is_integer(value, 1):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        check_integer(self.seed, "seed")
         if self.image_size % 32:
             raise ValueError(f"image_size: expected a multiple of 32, got {self.image_size}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+        # the folders are checked before any image is read: a cache that cannot be written
+        # would otherwise fail after the data set is loaded
+        for name in ("cache", "model_cache"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_folder(getattr(self, name), name))
 
     @property
     def folder(self) -> Path:
@@ -201,10 +209,8 @@ class FitConfig:
         if self.out.is_dir():
             raise ValueError(f"out: expected a file name to save the model under, got the "
                              f"folder {str(self.out)!r}")
-        parent = next((p for p in self.out.parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise ValueError(f"out: expected a path inside a folder, got {str(self.out)!r} "
-                             f"under the file {str(parent)!r}")
+        check_folder(self.out.parent, "out")
+        check_integer(self.seed, "seed")
 
 
 def fit_features(config: FitConfig):
@@ -247,8 +253,7 @@ class ExplainConfig:
     def __post_init__(self):
         for name in ("model", "features", "out"):
             object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"out: expected a directory, got the file {str(self.out)!r}")
+        check_folder(self.out, "out")
         if not self.features.is_dir():
             raise ValueError(f"features: expected a token cache folder, got {str(self.features)!r}")
         if self.images is not None:

@@ -15,6 +15,7 @@ from numbers import Real
 import numpy as np
 import torch
 
+from .checks import check_bool, check_device, check_dtype, is_integer
 from .heads.base import Head
 from .losses import Loss, get_loss
 from .regularizers import BlockNuclearNorm
@@ -29,20 +30,59 @@ def as_tokens(X, name: str = "X", dtype=torch.float64, device=None) -> torch.Ten
         if X.is_complex() or X.dtype == torch.bool:
             raise ValueError(f"{name}: expected real numbers, got dtype {X.dtype}")
     else:
-        X = np.asarray(X)
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError) as error:  # ragged nested lists
+            raise ValueError(f"{name}: expected a 3-D array (n, s, d) of tokens, got "
+                             f"{type(X).__name__} that is not one ({error})") from None
         if X.dtype.kind not in "fiu":
             raise ValueError(f"{name}: expected real numbers, got dtype {X.dtype}")
         # np.require copies read-only arrays (memmaps), which torch.from_numpy warns about
         X = torch.from_numpy(np.require(X, requirements=["C", "W"]))
-    X = X.to(dtype=dtype, device=device)
     if X.ndim != 3:
         raise ValueError(f"{name}: expected a 3-D array (n, s, d) of tokens, got shape "
                          f"{tuple(X.shape)}")
     if min(X.shape) == 0:
         raise ValueError(f"{name}: expected non-empty (n, s, d), got shape {tuple(X.shape)}")
-    if not torch.isfinite(X).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    _check_copy(X, dtype, device, name)
+    X = X.to(dtype=dtype, device=device)
+    check_finite(X, name)
     return X
+
+
+def _check_copy(X: torch.Tensor, dtype: torch.dtype, device, name: str) -> None:
+    """MemoryBudgetError before converting X to ``dtype`` on ``device`` would need more memory
+    than is available (the conversion copies X unless it already is that)."""
+    from .solvers.memory import MemoryBudgetError, available_memory  # (imports this module)
+
+    target = torch.device(device) if device is not None else X.device
+    if X.dtype == dtype and X.device == target:
+        return
+    need = X.numel() * dtype.itemsize
+    free = available_memory(target)
+    if need > free:
+        raise MemoryBudgetError(
+            f"{name}: converting the tokens {tuple(X.shape)} to {dtype} needs "
+            f"{need / 2**30:.3g} GiB, over the {free / 2**30:.3g} GiB available; use fewer "
+            "samples, or dtype=torch.float32")
+
+
+def check_finite(values: torch.Tensor, name: str, what: str = "values") -> None:
+    """ValueError unless every entry of ``values`` is finite and their sum does not overflow.
+
+    The sum is the test (NaN and ±inf propagate through it) because it needs no memory: an
+    elementwise ``isfinite`` allocates more than the tensor itself. Finite values whose sum
+    overflows are too large for the solver's arithmetic anyway; the message says which case
+    it is."""
+    total = values.sum()
+    if torch.isfinite(total):
+        return
+    for chunk in values.reshape(-1).split(2**20):
+        if not torch.isfinite(chunk).all():
+            raise ValueError(f"{name}: expected finite {what}, got NaN or inf")
+    largest = float(values.abs().max())
+    raise ValueError(f"{name}: expected {what} small enough to be summed in {values.dtype}, got "
+                     f"entries up to {largest:.3g} whose sum overflows; rescale them")
 
 
 def _checked_beta(beta) -> float:
@@ -78,10 +118,11 @@ class Problem:
                  dtype: torch.dtype = torch.float64, device=None):
         if not isinstance(head, Head):
             raise TypeError(f"head: expected a cvxattn.heads.Head, got {type(head).__name__}")
-        if not isinstance(fit_intercept, (bool, np.bool_)):
-            raise ValueError(f"fit_intercept: expected True or False, got {fit_intercept!r}")
+        check_bool(fit_intercept, "fit_intercept")
+        if n_classes is not None and not is_integer(n_classes, 1):
+            raise ValueError(f"n_classes: expected None or an integer ≥ 1, got {n_classes!r}")
         self.loss: Loss = get_loss(loss)
-        self.X = as_tokens(X, "X", dtype, device)
+        self.X = as_tokens(X, "X", check_dtype(dtype), check_device(device))
         n, s, d = self.X.shape
         self.y, c = self._check_targets(y, n, s, n_classes, bool(fit_intercept))
         self.pooled = self.y.ndim < 3  # token-level targets are (n, s, c)
@@ -133,16 +174,20 @@ class Problem:
             if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not (
                     np.isfinite(y).all() and (y == np.round(y)).all())):
                 raise ValueError(f"y: expected integer class labels, got dtype {y.dtype}")
+            if y.min() < 0 or y.max() >= 2**63:  # before int64 wraps them around
+                raise ValueError(f"y: expected labels in [0, {n_classes or 'c'}), got values in "
+                                 f"[{y.min()}, {y.max()}]")
             y = y.astype(np.int64)
             c = int(y.max()) + 1 if n_classes is None else int(n_classes)
             if y.min() < 0 or y.max() >= c:
                 raise ValueError(f"y: expected labels in [0, {c}), got values in "
                                  f"[{y.min()}, {y.max()}]")
-            counts = np.bincount(y, minlength=c)
-            if fit_intercept and (counts == 0).any():
-                missing = np.flatnonzero(counts == 0).tolist()
-                raise ValueError(f"y: classes {missing} have no sample; with an intercept "
-                                 "their optimum is at -inf (drop them, or relabel)")
+            present = np.unique(y)  # (not a count per class: c may be far above n)
+            if fit_intercept and len(present) < c:
+                missing = np.setdiff1d(np.arange(min(c, len(present) + 11)), present)[:10]
+                raise ValueError(f"y: {c - len(present)} of the {c} classes have no sample "
+                                 f"(e.g. {missing.tolist()}); with an intercept their optimum "
+                                 "is at -inf (drop them, or relabel)")
             return torch.from_numpy(y).to(self.X.device), c
         if y.dtype.kind not in "iuf":
             raise ValueError(f"y: expected real targets, got dtype {y.dtype}")
@@ -182,7 +227,15 @@ class Problem:
     def data(self) -> dict[str, torch.Tensor]:
         """The head's lifted data of X, computed once."""
         if self._data is None:
-            self._data = self.head.lift(self.X)
+            data = self.head.lift(self.X)
+            for key, value in data.items():  # X is finite: only its products can overflow
+                if key != "X" and not torch.isfinite(value.sum()):
+                    raise ValueError(
+                        f"X: expected tokens whose lifted data ({key!r} of the "
+                        f"{self.head.name} head) are finite in {self.X.dtype}, got tokens up "
+                        f"to {float(self.X.abs().max()):.3g} whose products overflow; rescale "
+                        "them")
+            self._data = data
         return self._data
 
     def outputs(self, Z: torch.Tensor, data: dict | None = None) -> torch.Tensor:

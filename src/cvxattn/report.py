@@ -134,23 +134,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def environment(command: str | None = None,
-                packages: Sequence[str] = ("cvxattn", "torch", "numpy", "scikit-learn")
-                ) -> dict[str, Any]:
+                packages: Sequence[str] = ("cvxattn", "torch", "numpy", "scikit-learn"),
+                run: bool = True) -> dict[str, Any]:
     """What produced a result: UTC date, command line (default: ``sys.argv``), Python,
-    platform and package versions."""
+    platform and package versions. ``run=False`` leaves out the date and the command line,
+    for files that must be the same bytes whenever the same inputs are saved (models, token
+    caches)."""
     versions = {}
     for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command if command is not None else shlex.join(sys.argv),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
+    moment = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": command if command is not None else shlex.join(sys.argv)} if run else {}
+    return {**moment, "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions}
 
 
 # ------------------------------------------------------------------------------ figures

@@ -42,6 +42,7 @@ import torch
 
 from .baselines import MLPHead, SoftmaxAttentionHead, accuracy as network_accuracy, train_adamw
 from .features import TokenSet
+from .files import check_folder
 from .heads import REGISTRY, create
 from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
                        is_positive, stratified_subset)
@@ -145,6 +146,7 @@ class ProtocolConfig:
                                  f"{getattr(self, name)!r}")
         if self.threads is not None and not is_count(self.threads):
             raise ValueError(f"threads: expected a positive integer, got {self.threads!r}")
+        fix("out", check_folder(self.out, "out"))  # before the tokens are read or made
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if self.dtype not in DTYPES:

@@ -121,7 +121,7 @@ def test_explain_command_refuses_a_model_of_other_tokens(cache, tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["explain", "--model", str(tmp_path / "other"), "--features", str(cache),
               "--out", str(tmp_path / "file")])
-    assert "argument --out: expected a directory" in capsys.readouterr().err
+    assert "argument --out: expected a folder, got the file" in capsys.readouterr().err
 
 
 def test_a_failed_gallery_leaves_the_previous_page_intact(cache, model, tmp_path,

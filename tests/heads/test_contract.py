@@ -129,11 +129,16 @@ def test_chunked_maps_equal_one_chunk(head, monkeypatch):
     X, Z = tokens(4), random_blocks(h, seed=7)
     w = torch.as_tensor(np.random.default_rng(8).normal(size=(X.shape[0], C)))
     whole = {design: h.lift(X, design=design) for design in (True, False)}
-    monkeypatch.setattr(ca.heads.base, "CHUNK_ELEMENTS", 1)  # one sample per chunk
+    monkeypatch.setattr(ca.heads.base, "CHUNK_ELEMENTS", 1)  # maps: one sample per chunk
+    # lifts: two samples per chunk (with one, the first axis's stride is ambiguous)
+    monkeypatch.setattr(ca.heads.base, "lift_chunk", lambda per_sample: 2)
     for design, data in whole.items():
         chunked = h.lift(X, design=design)
         for key in data:
             torch.testing.assert_close(chunked[key], data[key], atol=ATOL, rtol=0)
+            # the same memory layout (the strides of axes of size 1 do not matter)
+            assert [st for st, size in zip(chunked[key].stride(), data[key].shape) if size > 1] \
+                == [st for st, size in zip(data[key].stride(), data[key].shape) if size > 1], key
         torch.testing.assert_close(h.pooled(Z, chunked), h.pooled(Z, data), atol=ATOL, rtol=0)
         if h.has_adjoint(data):
             torch.testing.assert_close(h.adjoint(w, chunked), h.adjoint(w, data), atol=ATOL,

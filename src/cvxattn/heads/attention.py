@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Head, HeadCost, sample_chunks
+from .base import Head, HeadCost
 
 __all__ = ["SelfAttention"]
 
@@ -62,25 +62,29 @@ class SelfAttention(Head):
         """Z (G, d², dc) → Z4 (G, k, i, l, o)."""
         return Z.reshape(Z.shape[0], self.d, self.d, self.d, self.c)
 
-    def lift(self, X, design=None):
+    def _lift(self, X, design):
         n, s, d = X.shape
-        data = {"X": X}
-        if self.gated:
-            H = self.gates.to(X)  # (m, d, d)
-            scores = torch.einsum("nai,mik,ntk->nmat", X, H, X)  # (n, m, s, s)
-            mask = (scores >= 0).to(X.dtype)
-            data["mask"] = mask
-            if self._wants_design(design, X, self.n_gates * d ** 3):
-                data["design"] = self._design(X, mask)
-            else:
-                data["key_queries"] = self._key_queries(X, mask)
-        else:
-            data["gram"] = X.transpose(1, 2) @ X / s  # (n, d, d)
-            data["mean"] = X.mean(1)  # (n, d): pooled, the queries enter through x̄
-            if self._wants_design(design, X, d ** 3):
+        if not self.gated:
+            data = {"gram": X.transpose(1, 2) @ X / s,  # (n, d, d)
+                    "mean": X.mean(1)}  # (n, d): pooled, the queries enter through x̄
+            if design:
                 # pooled p = Σ G[k,l] x̄[i] Z[(k,i),(l,o)]: the design Φ[(k,i,l)] = G[k,l] x̄[i]
                 data["design"] = (data["gram"][:, :, None, :] * data["mean"][:, None, :, None]
                                   ).reshape(n, 1, d ** 3)
+            return data
+        H = self.gates.to(X)  # (m, d, d)
+        scores = torch.einsum("nai,mik,ntk->nmat", X, H, X)  # (n, m, s, s)
+        data = {"mask": (scores >= 0).to(X.dtype)}
+        del scores
+        queries = self._key_queries(X, data["mask"])  # (n, m, s, d)
+        if not design:
+            data["key_queries"] = queries
+            return data
+        # Φ_j[(k,i,l)] = (1/s²) Σ_t x_t[k] Q_j[t,i] x_t[l] (n, m, d³), so that
+        # p = Σ_j Φ_j Z_j.reshape(d³, c): one batched product
+        kq = (X[:, None, :, :, None] * queries[:, :, :, None, :]).flatten(3)  # (n, m, t, (k,i))
+        del queries
+        data["design"] = (kq.transpose(2, 3) @ X[:, None]).flatten(2).div_(s * s)
         return data
 
     @staticmethod
@@ -89,19 +93,6 @@ class SelfAttention(Head):
         n, m, s, _ = mask.shape  # one batched product (twice as fast as a broadcast matmul)
         X = X[:, None].expand(n, m, *X.shape[1:]).reshape(n * m, *X.shape[1:])
         return torch.bmm(mask.reshape(n * m, s, s).transpose(1, 2), X).reshape(n, m, s, -1)
-
-    def _design(self, X, mask):
-        """Pooled design Φ_j[(k,i,l)] = (1/s²) Σ_t x_t[k] Q_j[t,i] x_t[l] (n, m, d³), so that
-        p = Σ_j Φ_j Z_j.reshape(d³, c); built in chunks of samples, one batched product each."""
-        n, m, s, _ = mask.shape
-        d = self.d
-        design = X.new_empty((n, m, d ** 3))
-        for rows in sample_chunks(n, m * s * d * d, scale=16):
-            Xr = X[rows]
-            queries = self._key_queries(Xr, mask[rows])  # (r, m, s, d)
-            kq = (Xr[:, None, :, :, None] * queries[:, :, :, None, :]).flatten(3)  # (r,m,t,(k,i))
-            design[rows] = (kq.transpose(2, 3) @ Xr[:, None]).flatten(2) / (s * s)
-        return design
 
     def _token_products(self, Z, X):
         """Y_j[t, i, o] = Σ_{k,l} x_t[k] x_t[l] Z_j^{(k,l)}[i, o], shape (n, G, s, d, c)."""
@@ -227,14 +218,20 @@ class SelfAttention(Head):
                 net, net_flops = tokens, tokens_flops
             return HeadCost(lift=d * d + d, design=d ** 3, map=3 * d * c + s * c,
                             map_flops=4 * d ** 3 * c + 2 * s * d * d, network=net,
-                            network_flops=net_flops + 2 * s * d * d)
+                            network_flops=net_flops + 2 * s * d * d,
+                            lift_temp=2 * d * d + d ** 3)
         m = self.n_gates
         if pooled:  # key-side sums: (Q_j[t]ᵀ W1) x_t, then Σ_t scores x_t W2
             net = 3 * heads * (s * d + s + d) + 2 * c
             net_flops = 4 * heads * (s * d * d + 2 * s * d + d * c)
         else:
             net, net_flops = tokens, tokens_flops
+        # the lift: X H (m·s·d), the scores (m·s²) and their signs, X copied per gate and
+        # the key-side queries (m·s·d each), the products x_t ⊗ Q_j[t] (m·s·d², and a copy
+        # for the batched product) and the design (m·d³)
         return HeadCost(lift=m * s * s + m * s * d, design=m * d ** 3,
                         map=s * d * d + 3 * m * s * d * c,
                         map_flops=4 * m * s * d ** 3 * c + 2 * m * s * s * d, network=net,
-                        network_flops=net_flops + 2 * m * s * s * d)
+                        network_flops=net_flops + 2 * m * s * s * d,
+                        lift_temp=3 * m * s * d + 2 * m * s * s + 2 * m * s * d * d
+                        + 2 * m * d ** 3)

@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from ..checks import is_integer
 from .base import Collapse, Head, HeadCost, design_adjoint
 
 __all__ = ["FNO", "BlockFNO"]
@@ -42,10 +43,11 @@ class BlockFNO(Head):
                  activation: str = "linear", n_gates: int | None = None, gates=None,
                  seed: int = 0):
         super().__init__(activation=activation, n_gates=n_gates, gates=gates, seed=seed)
-        if int(groups) != groups or groups < 1:
+        if not is_integer(groups, 1):
             raise ValueError(f"groups: expected a positive integer, got {groups!r}")
         if grid is not None:
-            if len(tuple(grid)) != 2 or any(int(g) != g or g < 1 for g in grid):
+            if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") \
+                    or len(grid) != 2 or not all(is_integer(g, 1) for g in grid):
                 raise ValueError(f"grid: expected (h, w) with positive integers, got {grid!r}")
             grid = (int(grid[0]), int(grid[1]))
         self.groups = int(groups)
@@ -119,26 +121,28 @@ class BlockFNO(Head):
         Of = torch.einsum("nxybk,bjxyko->nbjxyo", Xf, Kf.conj())
         return torch.fft.irfft2(Of, s=(h, w), dim=(3, 4))
 
-    def lift(self, X, design=None):
+    def _lift(self, X, design):
         n = X.shape[0]
         h, w = self.grid
         B = self.groups
         grouped = X.reshape(n, h, w, B, self.d // B)  # (n, h, w, B, d/B)
-        data = {"X": X, "Xf": torch.fft.rfft2(grouped, dim=(1, 2))}
+        data = {"Xf": torch.fft.rfft2(grouped, dim=(1, 2))}
         if not self.gated:  # pooled, the linear head sees only the mean token
             data["mean"] = X.mean(1)  # (n, d)
-        else:
-            # FNO gates (m, s, d) and BlockFNO gates (B, m, s, d/B) alike
-            kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
-            pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
-            data["mask"] = (pre >= 0).to(X.dtype)
-            if self._wants_design(design, X, self.n_blocks * self.s * self.d // B):
-                # Φ_{b,j}[(u,k)] = (1/s) Σ_t D_{b,j}[t] X^{(b)}[t⊕u, k]: a correlation of the
-                # tokens with the sample's own mask, by FFT; p_b = Σ_j Φ_{b,j} Z_{b,j}
-                Df = torch.fft.rfft2(data["mask"], dim=(3, 4))  # (n, B, m, h, w//2+1)
-                Of = torch.einsum("nxybk,nbjxy->nbjxyk", data["Xf"], Df.conj())
-                design = torch.fft.irfft2(Of, s=(h, w), dim=(3, 4)) / self.s
-                data["design"] = design.reshape(n, B, self._J, -1)  # (n, B, m, s·d/B)
+            return data
+        # FNO gates (m, s, d) and BlockFNO gates (B, m, s, d/B) alike
+        kernels = self.gates.to(X).reshape(B, -1, h, w, self.d // B, 1)
+        pre = self._correlate(data["Xf"], kernels)[..., 0]  # (n, B, m, h, w)
+        data["mask"] = (pre >= 0).to(X.dtype)
+        del pre
+        if design:
+            # Φ_{b,j}[(u,k)] = (1/s) Σ_t D_{b,j}[t] X^{(b)}[t⊕u, k]: a correlation of the
+            # tokens with the sample's own mask, by FFT; p_b = Σ_j Φ_{b,j} Z_{b,j}
+            Df = torch.fft.rfft2(data["mask"], dim=(3, 4))  # (n, B, m, h, w//2+1)
+            Of = torch.einsum("nxybk,nbjxy->nbjxyk", data["Xf"], Df.conj())
+            del Df
+            design = torch.fft.irfft2(Of, s=(h, w), dim=(3, 4)).div_(self.s)
+            data["design"] = design.reshape(n, B, self._J, -1)  # (n, B, m, s·d/B)
         return data
 
     def _ungroup(self, out):
@@ -291,17 +295,21 @@ class BlockFNO(Head):
         s, d, c = self.dims
         B, G = self.groups, self.n_blocks
         heads = G * heads_per_block
-        spectrum = 2 * s * d  # rfft2 of the tokens (complex halves, with padding)
+        h, w = self.grid
+        spectrum = 2 * h * (w // 2 + 1) * d  # rfft2 of the tokens: complex, half the columns
         # per head: a kernel spectrum, the correlation (complex) and its inverse FFT, masked
         net = 6 * heads * s + 2 * s * c
         net_flops = heads * (8 * s * d // B + 2 * self._fft_flops(s) + 4 * s * c // B)
         if not self.gated and pooled:
             net, net_flops = 3 * heads + 2 * c + d, 4 * heads * (d + c) // B + s * d
         mask = G * s if self.gated else 0
-        # building Φ passes through complex spectra of the masked tokens: twice Φ, transiently
-        transient = 2 * G * s * d // B if self.gated else 0
         mean = 0 if self.gated else d  # the linear head keeps the mean token
-        return HeadCost(lift=spectrum + mask + transient + mean,
+        # the lift: the tokens' FFT input; gated, the gates' correlation (complex, then real)
+        # and its signs, and for Φ the masks' spectra, the product spectra (complex, twice Φ)
+        # and their inverse FFT (Φ again)
+        temp = s * d + (4 * G * s + G * h * (w // 2 + 1) * 2 + 4 * G * s * d // B
+                        if self.gated else 0)
+        return HeadCost(lift=spectrum + mask + mean, lift_temp=temp,
                         design=G * s * d // B if self.gated else 0,
                         map=4 * G * s * c // B + 2 * s * c,
                         map_flops=8 * G * s * d * c // (B * B) + G * self._fft_flops(s) * c // B,

@@ -49,18 +49,19 @@ class Mixer(Head):
         """Z (G, s², dc) → (G, a, t, k, o)."""
         return Z.reshape(Z.shape[0], self.s, self.s, self.d, self.c)
 
-    def lift(self, X, design=None):
+    def _lift(self, X, design):
+        if not self.gated:
+            return {}
         n, s, d = X.shape
-        data = {"X": X}  # (n, s, d)
-        if self.gated:
-            # masks stored feature-major (d, n, m, s), so that each feature's masks are one
-            # contiguous (n, m·s) matrix for the matrix-free map; "mask" is its (n, m, s, d) view
-            mixed = torch.einsum("mat,ntk->knma", self.gates.to(X), X)
-            data["mask"] = (mixed >= 0).to(X.dtype).permute(1, 2, 3, 0)
-            if self._wants_design(design, X, self.n_gates * s * s * d):
-                # Φ_j[(a,t,k)] = D_j[a,k] X[t,k] / s: p = Σ_j Φ_j Z_j.reshape(s²d, c)
-                design = torch.einsum("nmak,ntk->nmatk", data["mask"], X) / s
-                data["design"] = design.reshape(n, self.n_gates, s * s * d)
+        # masks stored feature-major (d, n, m, s), so that each feature's masks are one
+        # contiguous (n, m·s) matrix for the matrix-free map; "mask" is its (n, m, s, d) view
+        mixed = torch.einsum("mat,ntk->knma", self.gates.to(X), X)
+        data = {"mask": (mixed >= 0).to(X.dtype).permute(1, 2, 3, 0)}
+        del mixed
+        if design:
+            # Φ_j[(a,t,k)] = D_j[a,k] X[t,k] / s: p = Σ_j Φ_j Z_j.reshape(s²d, c)
+            design = torch.einsum("nmak,ntk->nmatk", data["mask"], X).div_(s)
+            data["design"] = design.reshape(n, self.n_gates, s * s * d)
         return data
 
     def tokens(self, Z, data):
@@ -220,8 +221,8 @@ class Mixer(Head):
         mixed = 3 * heads * s * d + 2 * s * c  # W1 X per head, then the outputs
         mixed_flops = 4 * heads * (s * s * d + s * d * c)
         if not self.gated:
-            if pooled:  # w̄ᵀ X W2
-                net, net_flops = 3 * heads * d + 2 * c, 4 * heads * (s * d + d * c)
+            if pooled:  # w̄ᵀ X W2 (einsum copies X into its product's layout)
+                net, net_flops = 4 * heads * d + 2 * c + s * d, 4 * heads * (s * d + d * c)
             else:
                 net, net_flops = mixed, mixed_flops
             return HeadCost(lift=0, design=0, map=s * d + 3 * s * c,
@@ -230,9 +231,12 @@ class Mixer(Head):
         m = self.n_gates
         # pooled: one feature's (s, c) products at a time; tokens: every feature's (m, s, c)
         work = 3 * s * c if pooled else 3 * m * s * d * c
+        # the lift: the gates' mixing and its signs (m·s·d), then the design's outer products
+        # (m·s²·d; einsum may copy the masks into its own layout)
         return HeadCost(lift=m * s * d, design=m * s * s * d, map=work,
                         map_flops=4 * m * s * s * d * c, network=mixed,
-                        network_flops=mixed_flops + 2 * m * s * s * d)
+                        network_flops=mixed_flops + 2 * m * s * s * d,
+                        lift_temp=3 * m * s * d + s * d + m * s * s * d)
 
 
 class TokenWeights(Head):
@@ -283,5 +287,5 @@ class TokenWeights(Head):
         heads = heads_per_block
         # the design is a view of X: nothing lifted
         return HeadCost(lift=0, design=0, map=2 * c, map_flops=4 * s * d * c,
-                        network=3 * heads * d + 2 * c,
+                        network=4 * heads * d + 2 * c + s * d,  # X copied into the product
                         network_flops=4 * heads * (s * d + d * c))

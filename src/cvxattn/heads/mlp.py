@@ -43,17 +43,15 @@ class MLP(Head):
     def w2_shape(self):
         return (self.c,)
 
-    def lift(self, X, design=None):
-        data = {"X": X}  # (n, s, d)
+    def _lift(self, X, design):
+        data = {}
         if not self.gated:
-            if self._wants_design(design, X, self.d):
+            if design:
                 data["design"] = X.mean(1, keepdim=True)  # (n, 1, d): the mean token x̄
-        else:
-            mask = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
-            data["mask"] = mask
-            if self._wants_design(design, X, self.n_gates * self.d):
-                # gate-masked token means Φ_j = (1/s) Σ_t D_j[t] x_t
-                data["design"] = torch.einsum("nsm,nsd->nmd", mask, X) / X.shape[1]
+            return data
+        data["mask"] = (X @ self.gates.to(X).T >= 0).to(X.dtype)  # (n, s, m)
+        if design:  # gate-masked token means Φ_j = (1/s) Σ_t D_j[t] x_t
+            data["design"] = torch.einsum("nsm,nsd->nmd", data["mask"], X) / X.shape[1]
         return data
 
     def tokens(self, Z, data):
@@ -111,4 +109,5 @@ class MLP(Head):
         m = self.n_gates
         return HeadCost(lift=s * m, design=m * d, map=3 * s * m * c,
                         map_flops=4 * s * m * d * c, network=3 * s * hidden + 2 * s * c,
-                        network_flops=4 * s * hidden * (d + c))
+                        network_flops=4 * s * hidden * (d + c),
+                        lift_temp=2 * s * m + s * d + 2 * m * d)

@@ -6,10 +6,12 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from numbers import Integral, Real
+from numbers import Real
 
+import numpy as np
 import torch
 
+from ..checks import check_bool, check_integer, is_integer
 from ..problem import Problem
 from .certificate import Certificate, certify
 from .factorized import factorized
@@ -62,8 +64,10 @@ def solve(problem: Problem, method: str = "auto", tol: float = 1e-6,
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected a cvxattn.Problem, got {type(problem).__name__}")
     check_tol(tol)
-    if not isinstance(max_iter, Integral) or isinstance(max_iter, bool) or max_iter < 1:
+    if not is_integer(max_iter, 1):
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
+    check_integer(seed, "seed")
+    check_bool(verbose, "verbose")
     collapsed = problem.collapsed() if method in ("auto", "fista", "hybrid") else None
     if collapsed is not None:
         return _solve_collapsed(problem, *collapsed, method, tol, int(max_iter), init,
@@ -161,17 +165,31 @@ def _finished_in_float64(run, problem: Problem, tol: float, max_iter: int, init,
 
 
 def _checked_blocks(problem: Problem, init):
-    """``init`` (a Solution or (Z, b)) as blocks and intercept of ``problem``'s shapes."""
+    """``init`` (a Solution, or (Z, b) as tensors or arrays) as finite blocks and intercept of
+    ``problem``'s shapes, dtype and device."""
     if init is None:
         return None
     if isinstance(init, Solution):
         init = (init.blocks, init.intercept)
+    if not (isinstance(init, (tuple, list)) and len(init) == 2):
+        raise ValueError(f"init: expected a Solution or a pair (Z, b), got "
+                         f"{type(init).__name__}" + (f" of length {len(init)}"
+                                                     if isinstance(init, (tuple, list)) else ""))
     Z0, b0 = problem.zeros()
-    if tuple(init[0].shape) != tuple(Z0.shape) or tuple(init[1].shape) != tuple(b0.shape):
+    try:
+        Z, b = (torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).detach()
+                for v in init)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"init: expected a pair of arrays (Z, b), got values that are not "
+                         f"arrays ({error})") from None
+    if tuple(Z.shape) != tuple(Z0.shape) or tuple(b.shape) != tuple(b0.shape):
         raise ValueError(f"init: expected blocks {tuple(Z0.shape)} and intercept "
-                         f"{tuple(b0.shape)}, got {tuple(init[0].shape)} and "
-                         f"{tuple(init[1].shape)}")
-    return init[0].to(Z0), init[1].to(b0)
+                         f"{tuple(b0.shape)}, got {tuple(Z.shape)} and {tuple(b.shape)}")
+    if not (Z.is_floating_point() or Z.dtype in (torch.int32, torch.int64)) \
+            or not bool(torch.isfinite(Z).all() and torch.isfinite(b).all()):
+        raise ValueError("init: expected finite real blocks and intercept, got NaN, inf or "
+                         f"dtype {Z.dtype}")
+    return Z.to(Z0), b.to(b0)
 
 
 def _checked_heads(problem: Problem, W1, W2, b):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 import torch
@@ -34,6 +34,12 @@ FACTORIZED_MARGIN = 2.0  # auto leaves the dense blocks only when their SVDs alo
 PLANNED_HEADS = 16  # heads per block the factorized plan reserves room for
 KRYLOV_SHARE = 0.1  # of the budget for the Lanczos basis of the final certificate
 CHUNK_BYTES = 2**30  # a network pass's intermediates per chunk: larger chunks are no faster
+# What the libraries take on first use, whatever the size: BLAS and LAPACK workspaces and the
+# allocator's free lists (20–30 MiB measured, tiny problems) ...
+RUNTIME_BYTES = 32 * 2**20
+# ... and torch.optim's first optimizer, which imports torch._dynamo (84 MiB measured): L-BFGS
+# in the hybrid and factorized solvers
+OPTIMIZER_IMPORT_BYTES = 96 * 2**20
 
 
 class MemoryBudgetError(MemoryError):
@@ -144,11 +150,8 @@ def budget_bytes(memory_budget, device=None) -> int:
     return int(memory_budget)
 
 
-def _dense_or_not(problem: Problem, method: str, dense_peak: int, budget: int
-                  ) -> tuple[bool, str]:
-    """Whether to solve on the dense blocks, and why."""
-    if method != "auto":
-        return method in ("fista", "hybrid"), f"method={method!r} requested"
+def _dense_or_not(problem: Problem, dense_peak: int, budget: int) -> tuple[bool, str]:
+    """Whether ``auto`` solves on the dense blocks (whose peak is ``dense_peak``), and why."""
     p, q = problem.head.block_shape
     svd_flops = problem.head.n_blocks * p * q * min(p, q)
     if dense_peak > budget:
@@ -173,17 +176,27 @@ def _gib(n_bytes: float) -> str:
 
 def fista_bytes(problem: Problem, hybrid: bool = False) -> int:
     """Estimated peak of FISTA: X, the lifted data (with the pooled design when it is built),
-    the map's intermediates, and ~16 copies of the blocks (iterates, gradient, prox SVD, the
-    certificate's gradient blocks and the dual extrapolation's history); ``hybrid``: 24 more for
-    L-BFGS's history or Newton's system (``method="hybrid"``)."""
+    then the larger of the lift's intermediates (one chunk of samples) and what the iterations
+    hold: the map's intermediates and ~16 copies of the blocks (iterates, gradient, prox SVD,
+    the certificate's gradient blocks and the dual extrapolation's history); ``hybrid``: 24
+    more for L-BFGS's history or Newton's system (``method="hybrid"``)."""
     head, n, item = problem.head, problem.n, problem.X.element_size()
     cost = head.cost(1, problem.pooled)
     design = problem.pooled and 0 < n * cost.design * item <= DESIGN_BUDGET
-    lift = cost.lift + (cost.design if design else 0)
-    per_sample = problem.s * problem.d + lift + (8 * problem.c if design else 2 * cost.map)
+    lifted = n * (problem.s * problem.d + cost.lift + (cost.design if design else 0))
     p, q = head.block_shape
     copies = 40 if hybrid else 16
-    return item * (n * per_sample + copies * head.n_blocks * p * q)
+    iterations = n * (8 * problem.c if design else 2 * cost.map) \
+        + copies * head.n_blocks * p * q
+    return item * (lifted + max(cost.lift_peak(n), iterations)) + runtime_bytes(hybrid)
+
+
+def runtime_bytes(optimizer: bool) -> int:
+    """What the libraries take on first use (RUNTIME_BYTES), and when the solve runs
+    ``torch.optim``'s L-BFGS (``optimizer``), what its first use imports (counted even when
+    an earlier solve imported it already, so that a plan does not depend on the process's
+    history)."""
+    return RUNTIME_BYTES + (OPTIMIZER_IMPORT_BYTES if optimizer else 0)
 
 
 def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
@@ -204,12 +217,14 @@ def factorized_bytes(problem: Problem, chunk_size: int, cache: bool, heads: int,
     data = n * (problem.s * problem.d + 8 * outputs) + (n if cache else chunk_size) * lift
     weights = G * heads * (p + q) * (2 * history + 8)
     krylov = 2 * G * (p + q) * krylov_steps
-    peak = item * (data + chunk_size * cost.network + weights + krylov)
+    lifting = head.cost(1, problem.pooled).lift_peak(chunk_size)  # one chunk's lift at a time
+    peak = item * (data + max(chunk_size * cost.network, lifting) + weights + krylov)
     if item < 8:  # the float64 finish: tokens stay, each chunk is lifted and passed in float64
         tokens = n * (problem.s * problem.d + 8 * outputs)
-        finish = chunk_size * (problem.s * problem.d + lift + cost.network)
+        finish = chunk_size * (problem.s * problem.d + lift) \
+            + max(chunk_size * cost.network, lifting)
         peak = max(peak, item * tokens + 8 * (finish + 8 * n * outputs + weights + krylov))
-    return peak
+    return peak + runtime_bytes(True)
 
 
 def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
@@ -225,12 +240,24 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
     are what only the dense blocks pay, and the factorized solver needs more iterations: at
     the paper's size the linear FNO's collapse took 79.5 s on dense blocks and 350 s
     factorized); else the factorized solver with the largest chunk of samples that fits. Blocks whose SVD would cost over 10⁹ flops are not probed:
-    factorized. ``Plan.reason`` says why.
+    factorized. Every method that fits is considered: plain FISTA when the hybrid's L-BFGS
+    history does not fit, the dense blocks when the factorized solver does not. ``Plan.reason``
+    says why.
+
+    The estimates count the tokens, every lifted entry (masks, designs, spectra), one chunk of
+    the lift's intermediates, the iterations' storage, and a constant for the libraries' own
+    workspaces; tests/solvers/test_memory_peaks.py checks them against the peak resident memory
+    measured in a fresh process, for every head.
     """
+    budget = budget_bytes(memory_budget, problem.X.device)
     collapsed = problem.collapsed() if method in ("auto", "fista", "hybrid") else None
     if collapsed is not None:  # solve() solves the smaller program this one equals
-        return plan(collapsed[0], method, memory_budget)
-    budget = budget_bytes(memory_budget, problem.X.device)
+        held = problem.X.numel() * problem.X.element_size()  # the full tokens stay
+        if held >= budget:
+            raise MemoryBudgetError(f"memory_budget: the tokens alone take {_gib(held)}, over "
+                                    f"the budget of {_gib(budget)}")
+        small = plan(collapsed[0], method, budget - held)
+        return replace(small, peak_bytes=small.peak_bytes + held, budget_bytes=budget)
     head = problem.head
     p, q = head.block_shape
     if method == "cvxpy":
@@ -243,19 +270,42 @@ def plan(problem: Problem, method: str = "auto", memory_budget=None) -> Plan:
                 f"matrix, over the budget of {_gib(budget)}; use method='fista' or "
                 "'factorized'")
         return Plan("cvxpy", peak, budget, reason="method='cvxpy' requested")
-    fista_peak = fista_bytes(problem, hybrid=method != "fista")
-    dense, reason = _dense_or_not(problem, method, fista_peak, budget)
-    if dense:
-        if fista_peak > budget:
+    if method in ("fista", "hybrid"):
+        peak = fista_bytes(problem, hybrid=method == "hybrid")
+        if peak > budget:
             raise MemoryBudgetError(
-                f"memory_budget: method={method!r} needs about {_gib(fista_peak)} (estimated), "
+                f"memory_budget: method={method!r} needs about {_gib(peak)} (estimated), "
                 f"over the budget of {_gib(budget)}; use method='factorized' (it works in "
                 "chunks of samples and never forms the blocks) or raise memory_budget")
-        # auto: FISTA with Newton or L-BFGS where the blocks have full rank
-        return Plan("fista" if method == "fista" else "hybrid", fista_peak, budget,
-                    reason=reason)
+        return Plan(method, peak, budget, reason=f"method={method!r} requested")
+    if method == "factorized":
+        return _factorized_plan(problem, budget, f"method={method!r} requested")
+    # auto: the dense blocks (FISTA with Newton or L-BFGS at full rank, else plain FISTA, whose
+    # peak is smaller) when they fit and the time model prefers them, else factorized; and
+    # whichever of the two fits when the other does not
+    dense_method, dense_peak = "hybrid", fista_bytes(problem, hybrid=True)
+    if dense_peak > budget and fista_bytes(problem) <= budget:
+        dense_method, dense_peak = "fista", fista_bytes(problem)
+    dense, reason = _dense_or_not(problem, dense_peak, budget)
+    if dense:
+        return Plan(dense_method, dense_peak, budget, reason=reason)
+    try:
+        return _factorized_plan(problem, budget, reason)
+    except MemoryBudgetError:
+        if dense_peak > budget:
+            raise
+        return Plan(dense_method, dense_peak, budget, reason=(
+            f"auto: the dense blocks fit ({_gib(dense_peak)}) and the factorized solver does "
+            f"not ({reason.removeprefix('auto: ')})"))
+
+
+def _factorized_plan(problem: Problem, budget: int, reason: str) -> Plan:
+    """The factorized solver with the largest chunk of samples whose peak fits ``budget``
+    (lifted data cached if it fits), or MemoryBudgetError."""
+    head = problem.head
+    p, q = head.block_shape
     item = problem.X.element_size()
-    krylov_steps = int(min(2000, KRYLOV_SHARE * budget
+    krylov_steps = int(min(2000, KRYLOV_SHARE * max(budget - runtime_bytes(True), 0)
                            // (item * 2 * head.n_blocks * (p + q))))
     pass_bytes = item * problem.head.cost(PLANNED_HEADS, problem.pooled).network
     for cache in (True, False):
