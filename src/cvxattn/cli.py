@@ -133,12 +133,15 @@ def _is_mapping(tp) -> bool:
 
 
 def _configured(parser: argparse.ArgumentParser, cls, args: argparse.Namespace, work):
-    """The config ``cls`` from ``args`` and ``work(config)``; a ValueError or a missing file in
-    either exits with status 2 and a one-line message naming the option."""
+    """The config ``cls`` from ``args`` and ``work(config)``; a ValueError, a missing file or a
+    request over the memory budget in either exits with status 2 and a one-line message naming
+    the option."""
+    from .solvers import MemoryBudgetError
+
     try:
         config = config_from_args(cls, args)
         return config, work(config)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, MemoryBudgetError) as error:
         parser.error(_option_error(str(error), cls))
 
 

@@ -20,7 +20,7 @@ from .heads.base import Head
 from .losses import Loss, get_loss
 from .regularizers import BlockNuclearNorm
 
-__all__ = ["Problem", "as_tokens"]
+__all__ = ["Problem", "as_tokens", "checked_lift"]
 
 
 def as_tokens(X, name: str = "X", dtype=torch.float64, device=None) -> torch.Tensor:
@@ -83,6 +83,20 @@ def check_finite(values: torch.Tensor, name: str, what: str = "values") -> None:
     largest = float(values.abs().max())
     raise ValueError(f"{name}: expected {what} small enough to be summed in {values.dtype}, got "
                      f"entries up to {largest:.3g} whose sum overflows; rescale them")
+
+
+def checked_lift(head: Head, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``data`` (``head.lift`` of finite tokens) if every lifted entry is finite, else a
+    ValueError: finite but huge tokens overflow in their products (Gram matrices, scores,
+    spectra), and a solve on them would report NaN."""
+    X = data["X"]
+    for key, value in data.items():
+        if key != "X" and not torch.isfinite(value.sum()):
+            raise ValueError(f"X: expected tokens whose lifted data ({key!r} of the "
+                             f"{head.name} head) are finite in {X.dtype}, got tokens up to "
+                             f"{float(X.abs().max()):.3g} whose products overflow; rescale "
+                             "them")
+    return data
 
 
 def _checked_beta(beta) -> float:
@@ -227,15 +241,7 @@ class Problem:
     def data(self) -> dict[str, torch.Tensor]:
         """The head's lifted data of X, computed once."""
         if self._data is None:
-            data = self.head.lift(self.X)
-            for key, value in data.items():  # X is finite: only its products can overflow
-                if key != "X" and not torch.isfinite(value.sum()):
-                    raise ValueError(
-                        f"X: expected tokens whose lifted data ({key!r} of the "
-                        f"{self.head.name} head) are finite in {self.X.dtype}, got tokens up "
-                        f"to {float(self.X.abs().max()):.3g} whose products overflow; rescale "
-                        "them")
-            self._data = data
+            self._data = checked_lift(self.head, self.head.lift(self.X))
         return self._data
 
     def outputs(self, Z: torch.Tensor, data: dict | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..problem import Problem
+from ..problem import Problem, checked_lift
 
 __all__ = ["NetworkPasses"]
 
@@ -49,7 +49,8 @@ class NetworkPasses:
             if self._cache is not None and k in self._cache:
                 yield rows, self._cache[k]
                 continue
-            data = self.head.lift(self.problem.X[rows].to(self.dtype), design=self.design)
+            data = checked_lift(self.head, self.head.lift(self.problem.X[rows].to(self.dtype),
+                                                          design=self.design))
             if self._cache is not None:
                 self._cache[k] = data
             yield rows, data
