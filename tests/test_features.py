@@ -466,3 +466,16 @@ def test_images_changed_in_place_are_re_extracted(tmp_path, caplog):
     np.testing.assert_array_equal(again.X, fresh.X)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert all(len(entry["pixels_sha256"]) == 64 for entry in manifest["shards"])
+
+
+@pytest.mark.reliability
+def test_the_same_extraction_writes_the_same_bytes(tmp_path, monkeypatch):
+    """Before, the manifest held the date and the command line of the run (here: two runs
+    that differ only in where the cache goes)."""
+    images = FakeImages()
+    for name in ("a", "b"):
+        monkeypatch.setattr(sys, "argv", ["cvxattn", "features", "--cache", name])
+        extract(images, FakeBackbone(), tmp_path / name, **OPTS)
+    files = [{p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+             for name in ("a", "b")]
+    assert files[0] == files[1] and MANIFEST in files[0]
