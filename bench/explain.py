@@ -154,12 +154,20 @@ def fit_softmax(args, config, gates, data):
         return (torch.from_numpy(np.ascontiguousarray(data.X_train[mask])),
                 torch.from_numpy(data.y_train[mask].astype(np.int64)))
 
-    model = SoftmaxAttentionHead(d, data.n_classes, n_heads=gates["attention"],
-                                 seed=args.seed, dtype=torch.float32)
+    from cvxattn.protocol import choose_on_grid
+
+    def evaluate(lr, decay):  # the main job's grid, picked on validation as the table does
+        model = SoftmaxAttentionHead(d, data.n_classes, n_heads=gates["attention"],
+                                     seed=args.seed, dtype=torch.float32)
+        result = train_adamw(model, *tensors(data.fit_mask), lr=lr, epochs=args.epochs,
+                             weight_decay=decay, seed=args.seed,
+                             validation=tensors(~data.fit_mask))
+        return result.val_acc, result
+
     start = time.perf_counter()
-    result = train_adamw(model, *tensors(data.fit_mask), lr=config.lr, epochs=args.epochs,
-                         weight_decay=config.adamw_decay, seed=args.seed,
-                         validation=tensors(~data.fit_mask))
+    choice = choose_on_grid({"lr": config.lr, "decay": config.adamw_decay}, evaluate,
+                            extensions=0, prefer={"lr": -1})
+    result, model = choice.result, choice.result.model
     seconds = time.perf_counter() - start
     X_test = torch.from_numpy(data.X_test)
     y_test = torch.from_numpy(data.y_test.astype(np.int64))

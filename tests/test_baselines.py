@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import cvxattn as ca
-from cvxattn.baselines import MLPHead, SoftmaxAttentionHead, train_adamw
+from cvxattn.baselines import AttentiveProbe, MLPHead, SoftmaxAttentionHead, train_adamw
 from tests.helpers import labels, tokens
 
 
@@ -19,7 +19,9 @@ def separable(n=60, s=5, d=4, seed=0):
 
 
 @pytest.mark.parametrize("model", [SoftmaxAttentionHead(d=4, c=2, n_heads=2, head_dim=3),
-                                   MLPHead(d=4, c=2, width=16)], ids=["attention", "mlp"])
+                                   MLPHead(d=4, c=2, width=16),
+                                   AttentiveProbe(d=4, c=2, n_queries=2, n_heads=2, head_dim=3)],
+                         ids=["attention", "mlp", "attentive-probe"])
 def test_baselines_learn_a_separable_task(model):
     X, y = separable()
     result = train_adamw(model, X, y, lr=3e-2, epochs=60, batch_size=16)
@@ -50,3 +52,35 @@ def test_bad_training_arguments():
     X, y = separable(n=4)
     with pytest.raises(ValueError, match="lr, epochs, batch_size"):
         train_adamw(MLPHead(4, 2), X, y, lr=0)
+
+
+def test_attentive_probe_equals_a_hand_written_reference():
+    """Loops over samples, queries, heads and tokens, written from the formula."""
+    import math
+
+    probe = AttentiveProbe(d=4, c=3, n_queries=2, n_heads=2, head_dim=3, seed=5)
+    X = tokens(1, n=2, s=5, d=4)
+    q, Wk, Wv = probe.queries.detach(), probe.key.detach(), probe.value.detach()
+    Wo, b = probe.out.detach(), probe.bias.detach() + 0.1
+    with torch.no_grad():
+        probe.bias += 0.1
+        got = probe(X)
+    expected = torch.zeros(2, 3, dtype=torch.float64)
+    for n in range(2):
+        gathered = []
+        for j in range(2):
+            for h in range(2):
+                cols = slice(3 * h, 3 * h + 3)
+                scores = [float(q[j, h] @ (X[n, t] @ Wk)[cols]) / math.sqrt(3) for t in range(5)]
+                top = max(scores)
+                weights = [math.exp(v - top) for v in scores]
+                total = sum(weights)
+                z = sum((weights[t] / total) * (X[n, t] @ Wv)[cols] for t in range(5))
+                gathered.append(z)
+        expected[n] = torch.cat(gathered) @ Wo + b
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    weights = probe.attention(X)
+    assert weights.shape == (2, 2, 2, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 2, dtype=torch.float64))
+    with torch.no_grad():  # a pooling over tokens: their order does not matter
+        torch.testing.assert_close(probe(X), probe(X[:, torch.randperm(5)]))

@@ -112,6 +112,11 @@ def test_round_trip_equals_direct_computation(tmp_path):
     assert ts.classes == ("a", "b", "c") and ts.grid == GRID
     again = load(tmp_path)
     np.testing.assert_array_equal(again.X, X)
+    # every backbone feature averaged over the tokens, before pooling: the linear probe's input
+    full = FakeBackbone().tokens(images.images)  # (n, s, F)
+    assert again.features_mean.shape == (N_IMAGES, F)
+    np.testing.assert_allclose(again.features_mean, full.mean(1), rtol=1e-6)
+    np.testing.assert_array_equal(ts.features_mean, again.features_mean)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["complete"] and len(manifest["shards"]) == 4
     assert manifest["request"]["backbone"]["description"]["weights_sha256"] == "v1"

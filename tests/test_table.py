@@ -72,16 +72,25 @@ def test_table_fits_heads_networks_and_baselines_and_writes_every_file(caches, t
     assert len(convex) == 4 and len(networks) == 4
     for r in convex:
         assert r["status"] == "optimal" and r["gap"] <= 1e-4
-        assert r["beta"] in (1e-2, 3e-3) and 0 <= r["val_acc"] <= 1
+        tried = sorted(entry[0] for entry in r["path"])
+        assert r["beta"] in tried and 0 <= r["val_acc"] <= 1
+        # the grid {1e-2, 3e-3} is widened (√10 steps, at most 2) while the pick is on an
+        # edge; a pick still on an edge is flagged
+        assert len(tried) <= 4 and tried[0] >= 3e-3 / 10 ** 1.01 and tried[-1] <= 1e-1 * 1.01
+        assert r["edge"] == (["β"] if r["beta"] in (tried[0], tried[-1]) else [])
         assert r["history"] and r["parameters"] >= r["heads"]
     for net, cvx in zip(networks, convex):  # each network follows its convex row
         assert (net["head"], net["activation"], net["beta"]) == \
             (cvx["head"], cvx["activation"], cvx["beta"])
         # AdamW minimizes the same program: it cannot beat the certified lower bound
         assert net["objective"] >= cvx["lower_bound"] - 1e-6
-    names = {r["head"] for r in rows if r["activation"] in (None, "linear")
-             and r["fitted_by"] != "cvxattn"}
-    assert {"logistic", "mlp (ReLU)", "attention (softmax)"} <= names
+    baselines = [r for r in rows if r["activation"] is None or r["fitted_by"] == "scikit-learn"]
+    assert [r["head"] for r in baselines] == ["logistic (mean token)", "logistic (tokens)",
+                                              f"linear probe ({D} channels)", "mlp (ReLU)",
+                                              "attention (softmax)", "attentive probe"]
+    for r in baselines:  # hyperparameters picked on validation, edges flagged
+        assert any("picked on validation" in note for note in r["notes"]), r
+        assert r["edge"] in ([], ["C"], ["lr"], ["decay"], ["lr", "decay"])
     with open(out / "table.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows) and table[0]["head"] == "mlp"
@@ -134,7 +143,7 @@ def test_standardization_uses_training_statistics_only(caches):
     (["--beta", "0"], "argument --beta: expected distinct finite numbers > 0"),
     (["--tol", "2"], "argument --tol: expected a number in (0, 1)"),
     (["--dtype", "float32", "--tol", "1e-6"], "argument --tol: expected at least 1e-5"),
-    (["--baselines", "none", "logistic"], "argument --baselines: expected distinct names"),
+    (["--baselines", "none", "logistic-mean"], "argument --baselines: expected distinct names"),
     (["--bfno-groups", "3"], "argument --bfno-groups: expected B dividing d = 4"),
     (["--bfno-groups", "2", "--val-fraction", "0.01"],
      "argument --val-fraction: the validation part"),
@@ -198,7 +207,7 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
     out = tmp_path / "results"
     argv = ["run", "--root", str(root), "--n-train", "30", "--n-test", "10", "--d", "10",
             "--val-fraction", "0.34", "--heads", "mlp", "fno", "--activations", "linear",
-            "--beta", "0.1", "--baselines", "logistic", "--cache", str(tmp_path / "features"),
+            "--beta", "0.1", "--baselines", "logistic-tokens", "--cache", str(tmp_path / "features"),
             "--model-cache", str(tmp_path / "models"), "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out

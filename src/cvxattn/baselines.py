@@ -4,6 +4,9 @@ initialization on frozen tokens (n, s, d).
 - :class:`SoftmaxAttentionHead`: standard multi-head self-attention (Q, K, V, softmax scores
   over keys, output projection to the classes), then mean pooling over tokens, plus a bias.
 - :class:`MLPHead`: a token-wise two-layer ReLU MLP, then mean pooling, plus a bias.
+- :class:`AttentiveProbe`: the probe used today on frozen ViT features (V-JEPA, AIM,
+  "Efficient Probing"): a few learnable queries cross-attend over the tokens (softmax over
+  tokens, per attention head), and a linear classifier reads what they gathered.
 - :func:`train_adamw`: mini-batch AdamW with a cosine learning-rate schedule on mean
   cross-entropy (decoupled weight decay, as practitioners use it). For the convex heads' own
   networks (``head.network(...)``) pass ``penalty=β`` instead, to minimize exactly the
@@ -19,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["SoftmaxAttentionHead", "MLPHead", "train_adamw", "TrainResult", "accuracy"]
+__all__ = ["SoftmaxAttentionHead", "MLPHead", "AttentiveProbe", "train_adamw", "TrainResult",
+           "accuracy"]
 
 
 class SoftmaxAttentionHead(nn.Module):
@@ -86,6 +90,53 @@ class MLPHead(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(X @ self.hidden + self.hidden_bias)  # (n, s, m)
         return (hidden @ self.out).mean(1) + self.bias  # (n, c)
+
+
+class AttentiveProbe(nn.Module):
+    """``n_queries`` learnable queries q_j cross-attend over the tokens, then a linear map:
+
+        w_{j,h}(t) = softmax_t(q_{j,h} · (x_t W_K)_h / √e),   z_{j,h} = Σ_t w_{j,h}(t) (x_t W_V)_h,
+        logits = [z_{1,1} … z_{J,H}] W_O + b,
+
+    with H attention heads of e = ``head_dim`` features each (keys and values are projections
+    of the tokens; the queries are parameters, not computed from the tokens).
+
+    >>> import torch
+    >>> probe = AttentiveProbe(d=6, c=3, n_queries=2, n_heads=2, head_dim=4)
+    >>> probe(torch.zeros(5, 7, 6, dtype=torch.float64)).shape
+    torch.Size([5, 3])
+    """
+
+    def __init__(self, d: int, c: int, n_queries: int = 4, n_heads: int = 4,
+                 head_dim: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        head_dim = head_dim or max(1, d // n_heads)
+        generator = torch.Generator().manual_seed(seed)
+        inner = n_heads * head_dim
+
+        def init(*shape, fan_in):
+            return nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)
+                                / math.sqrt(fan_in))
+
+        self.n_queries, self.n_heads, self.head_dim = n_queries, n_heads, head_dim
+        self.queries = init(n_queries, n_heads, head_dim, fan_in=head_dim)
+        self.key, self.value = init(d, inner, fan_in=d), init(d, inner, fan_in=d)
+        self.out = init(n_queries * inner, c, fan_in=n_queries * inner)
+        self.bias = nn.Parameter(torch.zeros(c, dtype=dtype))
+
+    def attention(self, X: torch.Tensor) -> torch.Tensor:
+        """The weights w (n, J, H, s) of every query and head over the tokens (sum to 1 over
+        the tokens)."""
+        n, s, _ = X.shape
+        K = (X @ self.key).reshape(n, s, self.n_heads, self.head_dim)  # (n, s, H, e)
+        scores = torch.einsum("jhe,nthe->njht", self.queries, K) / math.sqrt(self.head_dim)
+        return torch.softmax(scores, dim=-1)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        n, s, _ = X.shape
+        V = (X @ self.value).reshape(n, s, self.n_heads, self.head_dim)  # (n, s, H, e)
+        gathered = torch.einsum("njht,nthe->njhe", self.attention(X), V)  # (n, J, H, e)
+        return gathered.reshape(n, -1) @ self.out + self.bias  # (n, c)
 
 
 @dataclass(frozen=True)

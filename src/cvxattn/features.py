@@ -11,7 +11,10 @@ On disk::
 
     cache_dir/manifest.json               what was asked for and what is done (JSON)
     cache_dir/shard-00000.safetensors     "tokens" (k, s, d) float32, "labels" (k,) int64,
-    cache_dir/shard-00001.safetensors     "indices" (k,) int64 (positions in the image set)
+    cache_dir/shard-00001.safetensors     "indices" (k,) int64 (positions in the image set),
+    ...                                   "features_mean" (k, F) float32: every one of the
+                                          backbone's F features averaged over the tokens,
+                                          before pooling (the standard linear probe's input)
     ...
 
 The manifest holds the request (dataset name/split/source/size/classes, a checksum and the
@@ -67,7 +70,7 @@ __all__ = ["TokenSet", "extract", "load", "MANIFEST", "FORMAT"]
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = "cvxattn.features/1"
+FORMAT = "cvxattn.features/2"  # 2: pixel hashes and the full-width mean features
 _SHARD = re.compile(r"^shard-\d{5}\.safetensors$")
 _PACKAGES = ("cvxattn", "torch", "numpy", "safetensors", "tqdm")
 
@@ -75,8 +78,10 @@ _PACKAGES = ("cvxattn", "torch", "numpy", "safetensors", "tqdm")
 @dataclass(frozen=True, eq=False)
 class TokenSet:
     """Cached tokens of an image set: X (n, s, d) float32, y (n,) int64, the image indices
-    (n,) int64 they came from, the class names, the token grid (h, w) with h·w = s, and the
-    manifest that describes how they were made."""
+    (n,) int64 they came from, the class names, the token grid (h, w) with h·w = s, the
+    manifest that describes how they were made, and ``features_mean`` (n, F) float32, all F
+    features of the backbone averaged over the tokens before pooling to d (the input of the
+    standard linear probe)."""
 
     X: np.ndarray
     y: np.ndarray
@@ -84,6 +89,7 @@ class TokenSet:
     classes: tuple[str, ...]
     grid: tuple[int, int]
     manifest: dict
+    features_mean: np.ndarray | None = None  # (n, F): the backbone's F features, token mean
 
     @property
     def n(self) -> int:
@@ -229,6 +235,9 @@ def manifest_problem(manifest: dict) -> str | None:
     request = manifest.get("request")
     if not isinstance(request, dict) or not _is_int(request.get("shard_size"), 1):
         return "request: expected the request the cache was made for, with its shard_size"
+    if not isinstance(request.get("backbone"), dict) \
+            or not _is_int(request["backbone"].get("n_features"), d):
+        return f"request.backbone.n_features: expected an integer ≥ d = {d}"
     size = request["shard_size"]
     if manifest["n_shards"] != -(-n // size):
         return f"n_shards: expected ⌈n / shard_size⌉ = {-(-n // size)}, got {manifest['n_shards']}"
@@ -403,6 +412,7 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
         for i in todo:
             block = indices[starts[i]:starts[i] + shard_size]  # (k,)
             X = np.empty((len(block), s, d), np.float32)  # (k, s, d)
+            means = np.empty((len(block), n_features), np.float32)  # (k, F)
             for j in range(0, len(block), batch_size):
                 batch = block[j:j + batch_size]
                 tokens = np.asarray(backbone.tokens([images.images[t] for t in batch]))
@@ -410,17 +420,18 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                     raise ValueError(f"backbone: expected tokens of shape ({len(batch)}, {s}, "
                                      f"{n_features}), got {tokens.shape}")
                 tokens = tokens.astype(np.float32, copy=False)  # (b, s, F)
+                means[j:j + len(batch)] = tokens.mean(1, dtype=np.float64)
                 pooled = tokens if pool_name == "none" else np.asarray(pool_fn(tokens, d))
                 if pooled.shape != (len(batch), s, d):
                     raise ValueError(f"pool: expected pooled tokens of shape ({len(batch)}, "
                                      f"{s}, {d}), got {pooled.shape}")
                 X[j:j + len(batch)] = pooled  # (b, s, d)
                 bar.update(len(batch))
-            if not np.isfinite(X).all():
+            if not (np.isfinite(X).all() and np.isfinite(means).all()):
                 raise ValueError(f"backbone: expected finite tokens, got NaN or inf in shard {i}")
             data = safetensors.numpy.save(
                 {"tokens": X, "labels": np.ascontiguousarray(labels[block]),
-                 "indices": np.ascontiguousarray(block)},
+                 "indices": np.ascontiguousarray(block), "features_mean": means},
                 # one metadata key only: safetensors writes several in a random (hash) order
                 # per process, and shards must be byte-identical across runs
                 metadata={"format": FORMAT})
@@ -461,7 +472,9 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
                          f"{manifest['n_shards']} shards in {str(root)!r} (run extract to "
                          "resume)")
     n, s, d = manifest["n"], manifest["s"], manifest["d"]
+    F = manifest["request"]["backbone"]["n_features"]
     X = np.empty((n, s, d), np.float32)  # (n, s, d)
+    means = np.empty((n, F), np.float32)  # (n, F)
     y = np.empty(n, np.int64)
     indices = np.empty(n, np.int64)
     for entry in entries:
@@ -477,18 +490,20 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
                              "sha256 (run extract to recompute it)")
         a, b = entry["start"], entry["start"] + entry["count"]
         want = {"tokens": ((b - a, s, d), "float32"), "labels": ((b - a,), "int64"),
-                "indices": ((b - a,), "int64")}
+                "indices": ((b - a,), "int64"), "features_mean": ((b - a, F), "float32")}
         got = {k: (tuple(tensors[k].shape), str(tensors[k].dtype)) if k in tensors else None
                for k in want}
         if got != want:
             raise ValueError(f"cache_dir: shard {entry['file']}: expected tensors of shapes "
                              f"and dtypes {want}, got {got} (run extract to recompute it)")
         X[a:b], y[a:b], indices[a:b] = tensors["tokens"], tensors["labels"], tensors["indices"]
+        means[a:b] = tensors["features_mean"]
     if len(y) and not (0 <= y.min() and y.max() < len(manifest["classes"])):
         raise ValueError(f"cache_dir: expected labels in [0, {len(manifest['classes'])}), got "
                          f"[{y.min()}, {y.max()}] in {str(root)!r}")
-    if not np.isfinite(X.sum(dtype=np.float64)):
+    if not (np.isfinite(X.sum(dtype=np.float64)) and np.isfinite(means.sum(dtype=np.float64))):
         raise ValueError(f"cache_dir: expected finite tokens, got NaN or inf in {str(root)!r} "
                          "(run extract to redo the cache)")
-    return TokenSet(X=X, y=y, indices=indices, classes=tuple(manifest["classes"]),
+    return TokenSet(X=X, y=y, indices=indices, features_mean=means,
+                    classes=tuple(manifest["classes"]),
                     grid=tuple(manifest["grid"]), manifest=manifest)

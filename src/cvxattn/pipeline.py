@@ -396,7 +396,7 @@ def run_gallery(config: RunConfig, data, fitted: dict) -> Path | None:
         reference = data.X_train.reshape(-1, data.X_train.shape[2]).mean(0)
         numbers = measure(solution, data.X_test[:k], reference, images[:k], data.grid, crop,
                           seed=config.seed)
-    path = [{"beta": b, "heads": h} for b, h in row.get("path", [])]
+    path = [{"beta": entry[0], "heads": entry[1]} for entry in row.get("path", [])]
     return write_gallery(config.out / "explain", solution, data.X_test, images, data.y_test,
                          data.classes, data.grid, indices, crop, seed=config.seed,
                          numbers=numbers, path=path or None,

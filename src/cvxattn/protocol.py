@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Protocol
 
@@ -24,7 +25,7 @@ from .heads.base import Head
 from .problem import Problem
 from .solvers import ConvergenceWarning, Solution, solve, solve_path
 
-__all__ = ["Split", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
+__all__ = ["Split", "GridChoice", "choose_on_grid", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
            "fit_convex", "recorded", "is_positive", "is_count", "checked_names", "checked_betas",
            "checked_gates"]
 
@@ -64,6 +65,79 @@ def checked_gates(value, defaults: dict[str, int], heads: Sequence[str]) -> dict
         raise ValueError(f"n_gates: expected HEAD=M with HEAD in {tuple(heads)} and M a "
                          f"positive integer, got {bad}")
     return {**defaults, **gates}
+
+
+@dataclass(frozen=True)
+class GridChoice:
+    """The hyperparameters picked on validation by :func:`choose_on_grid`: ``values`` (name →
+    value), their ``score``, every point ``tried`` as (values, score), and ``edge``: the names
+    whose picked value still lies on an edge of the values tried, after the extensions."""
+
+    values: dict
+    score: float
+    tried: tuple
+    edge: tuple[str, ...]
+    result: object = None  # what ``evaluate`` returned at the picked point
+
+    def describe(self) -> str:
+        grids = {name: sorted({point[name] for point, _ in self.tried}) for name in self.values}
+        picked = ", ".join(f"{name} = {value:g}" for name, value in self.values.items())
+        ranges = "; ".join(f"{name} in {_span(values)}" for name, values in grids.items())
+        flag = (f"; AT THE EDGE of its grid: {', '.join(self.edge)}" if self.edge else "")
+        return f"{picked} picked on validation ({ranges}){flag}"
+
+
+def _span(values) -> str:
+    return (f"{{{', '.join(f'{v:g}' for v in values)}}}" if len(values) <= 4
+            else f"{values[0]:g} … {values[-1]:g} ({len(values)} values)")
+
+
+def choose_on_grid(grids: dict[str, Sequence[float]], evaluate, factor: float = 10.0,
+                   extensions: int = 2, prefer: dict[str, int] | None = None) -> GridChoice:
+    """Pick hyperparameters on validation, and widen the grid where the pick is on its edge.
+
+    ``evaluate(**values)`` returns (validation score, anything); every point of the product
+    of ``grids`` is evaluated. Then, up to ``extensions`` times, each hyperparameter whose
+    best value is the smallest (largest) tried gets one more value, ``factor`` times smaller
+    (larger), evaluated with the others at their best. ``prefer``: name → +1 or −1, which way
+    ties go (e.g. −1: the smaller C, more regularization; default +1). A pick still on an edge
+    afterwards is reported in ``edge`` (the table flags it).
+    """
+    import itertools
+
+    prefer = prefer or {}
+    names = list(grids)
+    tried: dict[tuple, tuple[float, object]] = {}
+
+    def run(point: tuple) -> None:
+        if point not in tried:
+            score, result = evaluate(**dict(zip(names, point)))
+            tried[point] = (float(score), result)
+
+    def best() -> tuple:
+        return max(tried, key=lambda p: (tried[p][0], *(prefer.get(n, 1) * v
+                                                         for n, v in zip(names, p))))
+
+    for point in itertools.product(*(sorted(grids[n]) for n in names)):
+        run(point)
+    for _ in range(extensions):
+        top, grown = best(), False
+        for k, name in enumerate(names):
+            values = sorted({p[k] for p in tried})
+            if len(values) < 2 or values[0] < top[k] < values[-1]:
+                continue
+            new = top[k] / factor if top[k] == values[0] else top[k] * factor
+            run(top[:k] + (new,) + top[k + 1:])
+            grown = True
+        if not grown:
+            break
+    top = best()
+    edge = tuple(name for k, name in enumerate(names)
+                 if len({p[k] for p in tried}) > 1
+                 and top[k] in (min(p[k] for p in tried), max(p[k] for p in tried)))
+    return GridChoice(dict(zip(names, top)), tried[top][0],
+                      tuple((dict(zip(names, p)), s) for p, (s, _) in sorted(tried.items())),
+                      edge, tried[top][1])
 
 
 class Split(Protocol):
@@ -137,9 +211,42 @@ def network_parameters(solution: Solution) -> int:
     return solution.n_heads * per_head + (head.c if solution.fit_intercept else 0)
 
 
+def _beta_path(problem: Problem, betas: list[float], score, patience: int | None,
+               extensions: int, method: str, tol: float, max_iter: int):
+    """The warm-started path over ``betas`` (largest first) with early stopping, widened while
+    its best β is the smallest or the largest solved: up to ``extensions`` more values, each
+    √10 beyond. Returns (β, solution, score) of every solve in path order (largest first)
+    and whether the best is still on an edge."""
+    step = math.sqrt(10.0)
+    found = solve_path(problem, betas, score=score, patience=patience, method=method,
+                       tol=tol, max_iter=max_iter)
+    solved = list(zip(found.betas, found.solutions, found.scores))
+    stopped = found.stopped_early
+
+    def best() -> int:  # ties: the larger β (earlier in the path)
+        return max(range(len(solved)), key=lambda k: (solved[k][2], -k))
+
+    for _ in range(extensions):
+        k = best()
+        if k == len(solved) - 1 and not stopped:  # the smallest β is best: go on down
+            more = solve_path(problem, [solved[-1][0] / step], score=score, method=method,
+                              tol=tol, max_iter=max_iter, init=solved[-1][1])
+            solved.append((more.betas[0], more.solutions[0], more.scores[0]))
+        elif k == 0 and solved[0][1].n_heads > 0:  # the largest β is best and not zero: up
+            more = solve_path(problem, [solved[0][0] * step], score=score, method=method,
+                              tol=tol, max_iter=max_iter)
+            solved.insert(0, (more.betas[0], more.solutions[0], more.scores[0]))
+        else:
+            break
+    k = best()
+    edge = (k == len(solved) - 1 and not stopped) or (k == 0 and solved[0][1].n_heads > 0)
+    return solved, k, edge
+
+
 def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
                select_tol: float, max_iter: int, method: str = "auto",
-               n_classes: int | None = None, dtype: torch.dtype = torch.float64
+               n_classes: int | None = None, dtype: torch.dtype = torch.float64,
+               patience: int | None = None, extensions: int = 0
                ) -> tuple[dict, Solution]:
     """One head fitted by the protocol above; returns its table row and the final solution.
 
@@ -148,10 +255,13 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
     norms were computed), the heads and parameters of the equivalent network, iterations,
     seconds of the final solve and of the β path, the solver's notes, the final solve's
     history as (seconds, gap) pairs, and the path as (β, heads) pairs (empty for one β).
-    ``dtype``: the arithmetic of the solves.
+    ``dtype``: the arithmetic of the solves. ``patience``: stop the β path after this many
+    values without a better validation accuracy; ``extensions``: how many values (√10 apart)
+    the path may add beyond the grid while its best β is on the grid's edge; ``edge`` in the
+    row says when it still is.
     """
     betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
-    init, notes, val_acc, select_seconds, path = None, [], None, None, []
+    init, notes, val_acc, select_seconds, path, edge = None, [], None, None, [], ()
     beta = betas[0]
     if len(betas) > 1:
         if data.fit_mask is None:
@@ -160,15 +270,17 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
         fit, val = data.fit_mask, ~data.fit_mask
         problem = Problem(head, data.X_train[fit], data.y_train[fit], beta=betas[0],
                           n_classes=n_classes, dtype=dtype)
-        found, _ = recorded(lambda: solve_path(
-            problem, betas, score=lambda s: accuracy(s, data.X_train[val], data.y_train[val]),
-            method=method, tol=select_tol, max_iter=max_iter))
+        (solved, best, at_edge), _ = recorded(lambda: _beta_path(
+            problem, betas, lambda s: accuracy(s, data.X_train[val], data.y_train[val]),
+            patience, extensions, method, select_tol, max_iter))
         notes += [f"β path {b:g}: stopped with status {s.status} at relative gap {s.gap:.1e} "
-                  f"> {select_tol:g}" for b, s in zip(found.betas, found.solutions)
-                  if s.status != "optimal"]
-        path = [[b, s.n_heads] for b, s in zip(found.betas, found.solutions)]
-        val_acc, beta = found.scores[found.best], found.betas[found.best]  # ties: larger β
-        init = found.solutions[found.best]
+                  f"> {select_tol:g}" for b, s, _ in solved if s.status != "optimal"]
+        path = [[b, s.n_heads, score] for b, s, score in solved]
+        beta, init, val_acc = solved[best]
+        tried = sorted(b for b, _, _ in solved)
+        notes.append(f"β = {beta:g} picked on validation (β in {_span(tried)})"
+                     + ("; AT THE EDGE of its grid" if at_edge else ""))
+        edge = ("β",) if at_edge else ()
         select_seconds = time.perf_counter() - start
     start = time.perf_counter()
     problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes,
@@ -185,6 +297,6 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
         "iterations": solution.n_iter, "certificate": solution.certificate,
         "seconds": seconds, "select_seconds": select_seconds, "notes": notes + messages,
         "history": [[c.seconds, c.gap] for c in solution.history],
-        "path": path,
+        "path": path, "edge": edge,
     }
     return row, solution
