@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import check_folder
+from . import heads
 from .heads import REGISTRY, create
 from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
                        is_positive, stratified_subset)
@@ -44,7 +45,7 @@ N_FEATURES = PATCH * PATCH
 ACTIVATIONS = ("linear", "gated")
 # The paper (SPEC.md §6) uses m = 100 gates for the MLP and 5 heads for self-attention; the
 # attention-type heads all get 5 here, which keeps their sizes comparable and the job short.
-DEFAULT_GATES = {"mlp": 100, "attention": 5, "mixer": 5, "fno": 5, "bfno": 5}
+DEFAULT_GATES = heads.DEFAULT_GATES  # the heads' own defaults
 
 
 def _meta(text: str, **kw) -> dict:

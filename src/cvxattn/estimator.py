@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
+from . import heads
 from .heads import REGISTRY, create
 from .heads.base import ACTIVATIONS, Head
 from .problem import Problem
@@ -153,14 +154,15 @@ class ConvexHeadClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"n_gates: expected None for activation='linear', got "
                                  f"{self.n_gates!r}")
             _check_positive("n_gates", self.n_gates, integer=True)
+        takes = heads.parameters(self.head)
         if self.groups is not None:
-            if self.head != "bfno":
-                raise ValueError(f"groups: expected None for head={self.head!r} (groups is "
-                                 f"for head='bfno'), got {self.groups!r}")
+            if "groups" not in takes:
+                raise ValueError(f"groups: expected None for head={self.head!r} (it takes no "
+                                 f"groups), got {self.groups!r}")
             _check_positive("groups", self.groups, integer=True)
-        if self.grid is not None and self.head not in ("fno", "bfno"):
-            raise ValueError(f"grid: expected None for head={self.head!r} (grid is for "
-                             f"head='fno' or 'bfno'), got {self.grid!r}")
+        if self.grid is not None and "grid" not in takes:
+            raise ValueError(f"grid: expected None for head={self.head!r} (it takes no token "
+                             f"grid), got {self.grid!r}")
         if not isinstance(self.seed, Integral) or isinstance(self.seed, bool):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
         for name in ("fit_intercept", "warm_start"):
@@ -170,7 +172,7 @@ class ConvexHeadClassifier(ClassifierMixin, BaseEstimator):
     def _make_head(self, d: int, c: int) -> Head:
         """The unbound head of the parameters, for d features and c classes."""
         groups = self.groups
-        if self.head == "bfno" and groups is None:
+        if "groups" in heads.parameters(self.head) and groups is None:
             groups = next(B for B in _GROUP_CHOICES if d % B == 0 and c % B == 0)
         return create(self.head, self.activation, self.n_gates, self.seed, self.grid, groups)
 

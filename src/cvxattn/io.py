@@ -53,7 +53,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from .heads import REGISTRY, BlockFNO, create
+from .heads import REGISTRY, create
 from .heads.base import ACTIVATIONS, Head
 from .losses import LOSSES
 from .report import environment, to_jsonable
@@ -117,14 +117,13 @@ def _sha256(data: bytes) -> str:
 # ------------------------------------------------------------------ saving
 def _describe_head(head: Head) -> dict[str, Any]:
     s, d, c = head.dims
-    grid = groups = None
-    if isinstance(head, BlockFNO):
-        grid = list(head.grid)
-        groups = head.groups if head.name == "bfno" else None
-    return {"name": head.name, "activation": head.activation,
-            "n_gates": head.n_gates if head.gated else None, "seed": head.seed,
-            "grid": grid, "groups": groups, "s": s, "d": d, "c": c,
-            "n_blocks": head.n_blocks, "block_shape": list(head.block_shape)}
+    config = head.config()
+    grid = config.get("grid")
+    return {"name": head.name, "activation": config["activation"],
+            "n_gates": config.get("n_gates"), "seed": config["seed"],
+            "grid": None if grid is None else list(grid), "groups": config.get("groups"),
+            "s": s, "d": d, "c": c, "n_blocks": head.n_blocks,
+            "block_shape": list(head.block_shape)}
 
 
 def save_solution(solution: Solution, path: str | os.PathLike) -> Path:

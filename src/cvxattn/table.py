@@ -55,6 +55,7 @@ from .baselines import (AttentiveProbe, MLPHead, SoftmaxAttentionHead,
                         accuracy as network_accuracy, train_adamw)
 from .features import TokenSet
 from .files import check_folder
+from . import heads
 from .heads import REGISTRY, create
 from .protocol import (checked_betas, checked_gates, checked_names, choose_on_grid,
                        fit_convex, is_count, is_positive, stratified_subset)
@@ -64,12 +65,11 @@ __all__ = ["ProtocolConfig", "TableConfig", "TableData", "prepare", "iter_rows",
            "table_columns", "write_csv", "DEFAULT_GATES", "BASELINES", "LOGISTIC_C"]
 
 ACTIVATIONS = ("linear", "gated")
-# SPEC.md §6: m = 100 gates for the MLP, 5 heads for self-attention, B = 5 for the B-FNO; the
-# other attention-type heads get 5 gates, which keeps their sizes comparable.
-# The gated Mixer's design has s²·d columns per gate (24,010 at 49 tokens of d = 10), and FISTA
-# needs many passes through it: it gets 2 gates so that the main job ends within 15 minutes on
-# 2 cores (--n-gates mixer=5 for more).
-DEFAULT_GATES = {"mlp": 100, "attention": 5, "mixer": 2, "fno": 5, "bfno": 5}
+# The heads' own defaults (SPEC.md §6: m = 100 gates for the MLP, 5 heads for self-attention,
+# B = 5 for the B-FNO, 5 for the other attention-type heads), but the gated Mixer's design has
+# s²·d columns per gate (24,010 at 49 tokens of d = 10) and FISTA needs many passes through it:
+# it gets 2 gates so that the main job ends within 15 minutes on 2 cores (--n-gates mixer=5).
+DEFAULT_GATES = {**heads.DEFAULT_GATES, "mixer": 2}
 BASELINES = ("logistic-mean", "logistic-tokens", "probe-full", "mlp", "attention", "attentive",
              "networks")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -243,7 +243,8 @@ def prepare(config: ProtocolConfig, train: TokenSet, test: TokenSet) -> TableDat
     if tuple(train.classes) != tuple(test.classes):
         raise ValueError("test: expected the training set's classes, got other class names")
     c = len(train.classes)
-    if "bfno" in config.heads and (train.d % config.bfno_groups or c % config.bfno_groups):
+    grouped = any("groups" in heads.parameters(name) for name in config.heads)
+    if grouped and (train.d % config.bfno_groups or c % config.bfno_groups):
         raise ValueError(f"bfno_groups: expected B dividing d = {train.d} and the {c} classes, "
                          f"got {config.bfno_groups}")
     X_train = np.asarray(train.X, np.float32)

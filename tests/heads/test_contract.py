@@ -46,6 +46,21 @@ def test_create_builds_every_registry_head():
         ca.heads.create("transformer")
 
 
+@pytest.mark.parametrize("name", sorted(ca.heads.REGISTRY))
+@pytest.mark.parametrize("activation", ["linear", "gated"])
+def test_config_rebuilds_every_registry_head(name, activation):
+    """Head.config() is the constructor's parameters: the class and heads.create rebuild the
+    same head from it (what io, the estimator and the table rely on instead of names)."""
+    head = ca.heads.create(name, activation, n_gates=3, seed=4, grid=(2, 5), groups=2)
+    config = head.config()
+    assert set(config) <= set(ca.heads.parameters(name))
+    for rebuilt in (type(head)(**config), ca.heads.create(name, **config)):
+        assert rebuilt.config() == config and repr(rebuilt) == repr(head)
+        assert torch.equal(rebuilt.bind(S, D, C).gates, head.bind(S, D, C).gates) \
+            if activation == "gated" else rebuilt.gates is None
+    assert ca.heads.DEFAULT_GATES[name] == type(head).default_n_gates
+
+
 def test_block_shapes_follow_spec(head):
     h = bound(head)
     m = 2 if h.gated else 1

@@ -495,6 +495,16 @@ class Head:
         return HeadNetwork(self, W1, W2, intercept, pooled)
 
     # ----------------------------------------------------------------- misc
+    def config(self) -> dict:
+        """The constructor's parameters that define this head (as scikit-learn's
+        ``get_params``): ``type(head)(**head.config())`` is the same head, unbound, and
+        ``heads.create(head.name, **head.config())`` builds it by name. Explicit gates are
+        data, not parameters (``head.gates`` once bound); n_gates is there for gated heads."""
+        out = {"activation": self.activation, "seed": self.seed}
+        if self.gated:
+            out["n_gates"] = self.n_gates
+        return out
+
     def __repr__(self) -> str:
         args = [f"activation={self.activation!r}"] + self._repr_args()
         if self.gated:

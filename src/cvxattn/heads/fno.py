@@ -83,6 +83,9 @@ class BlockFNO(Head):
     def _repr_args(self):
         return [f"groups={self.groups}", f"grid={self.grid}"]
 
+    def config(self):
+        return {**super().config(), "groups": self.groups, "grid": self.grid}
+
     # ----------------------------------------------------------------- shapes
     @property
     def _J(self) -> int:
@@ -359,3 +362,8 @@ class FNO(BlockFNO):
 
     def _repr_args(self):
         return [f"grid={self.grid}"]
+
+    def config(self):
+        out = super().config()
+        del out["groups"]  # one group: not a parameter of the FNO
+        return out
