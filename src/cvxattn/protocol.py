@@ -78,6 +78,7 @@ class GridChoice:
     tried: tuple
     edge: tuple[str, ...]
     result: object = None  # what ``evaluate`` returned at the picked point
+    results: tuple = ()  # (values, what ``evaluate`` returned) at every point tried
 
     def describe(self) -> str:
         grids = {name: sorted({point[name] for point, _ in self.tried}) for name in self.values}
@@ -135,9 +136,11 @@ def choose_on_grid(grids: dict[str, Sequence[float]], evaluate, factor: float = 
     edge = tuple(name for k, name in enumerate(names)
                  if len({p[k] for p in tried}) > 1
                  and top[k] in (min(p[k] for p in tried), max(p[k] for p in tried)))
+    ordered = sorted(tried.items())
     return GridChoice(dict(zip(names, top)), tried[top][0],
-                      tuple((dict(zip(names, p)), s) for p, (s, _) in sorted(tried.items())),
-                      edge, tried[top][1])
+                      tuple((dict(zip(names, p)), s) for p, (s, _) in ordered),
+                      edge, tried[top][1],
+                      tuple((dict(zip(names, p)), r) for p, (_, r) in ordered))
 
 
 class Split(Protocol):

@@ -395,13 +395,17 @@ def fit_network(config: ProtocolConfig, data: TableData, convex: dict, solution)
     head, beta = solution.head, convex["beta"]
     per_block = max(int(solution.ranks.max()), 1)
     X, y = _tensors(data)
-    runs = []
-    for lr in config.lr:  # the learning rate that reaches the lowest objective
+
+    def evaluate(lr):  # the learning rate that reaches the lowest objective
         net = head.network(per_block, seed=config.seed).to(torch.float32)
-        runs.append(train_adamw(net, X, y, lr=lr, epochs=config.epochs, penalty=beta,
-                                seed=config.seed))
-    best = min(range(len(runs)), key=lambda k: runs[k].objective)
-    result, net = runs[best], runs[best].model
+        result = train_adamw(net, X, y, lr=lr, epochs=config.epochs, penalty=beta,
+                             seed=config.seed)
+        return -result.objective, result
+
+    # not widened (each run trains on the whole training set: the budget of the main job);
+    # a pick on the grid's edge is flagged
+    choice = choose_on_grid({"lr": config.lr}, evaluate, extensions=0)
+    result, net = choice.result, choice.result.model
     X_test = torch.from_numpy(data.X_test)
     y_test = torch.from_numpy(data.y_test.astype(np.int64))
     P = convex["objective"]
@@ -412,10 +416,13 @@ def fit_network(config: ProtocolConfig, data: TableData, convex: dict, solution)
                 heads=head.n_blocks * per_block,
                 parameters=sum(p.numel() for p in net.parameters()),
                 iterations=config.epochs, seconds=result.seconds,
-                select_seconds=sum(r.seconds for r in runs) - result.seconds,
+                select_seconds=sum(r.seconds for _, r in choice.results) - result.seconds,
+                edge=choice.edge,
                 notes=[f"network: {per_block} heads per block (the largest block rank of the "
-                       f"certified solution), same objective and β; lr = {config.lr[best]:g} "
-                       f"(the lowest objective of {len(runs)})"])
+                       f"certified solution), same objective and β; lr = "
+                       f"{choice.values['lr']:g}, the lowest objective of lr in "
+                       f"{{{', '.join(f'{v:g}' for v in config.lr)}}}"
+                       + (" (AT THE EDGE of its grid)" if choice.edge else "")])
 
 
 def iter_rows(config: ProtocolConfig, data: TableData,
