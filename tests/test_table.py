@@ -207,7 +207,8 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
     out = tmp_path / "results"
     argv = ["run", "--root", str(root), "--n-train", "30", "--n-test", "10", "--d", "10",
             "--val-fraction", "0.34", "--heads", "mlp", "fno", "--activations", "linear",
-            "--beta", "0.1", "--baselines", "logistic-tokens", "--cache", str(tmp_path / "features"),
+            "--beta", "0.1", "--baselines", "logistic-tokens", "--cache",
+            str(tmp_path / "features"),
             "--model-cache", str(tmp_path / "models"), "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out

@@ -19,12 +19,13 @@ On disk::
 
 The manifest holds the request (dataset name/split/source/size/classes, a checksum and the
 count of the indices and of their labels, ``backbone.describe()``, image size, grid, d, the
-pooling function, the shard size), the package versions, and one entry per finished shard
-with the sha256 of its file and of the pixels it was computed from. Every file is written atomically (temporary file + ``os.replace``) and the manifest is
-rewritten after each shard, so a killed extraction resumes at the first unfinished shard.
-A manifest made for another request is never reused: the cache is redone, with a warning on
-the ``cvxattn.features`` logger saying why. A shard whose file fails its sha256, or whose
-images changed (edited in place: same labels, other pixels), is recomputed.
+pooling function, the shard size), the package versions, and one entry per finished shard with
+the sha256 of its file and of the pixels it was computed from. Every file is written atomically
+(temporary file + ``os.replace``) and the manifest is rewritten after each shard, so a killed
+extraction resumes at the first unfinished shard. A manifest made for another request is never
+reused: the cache is redone, with a warning on the ``cvxattn.features`` logger saying why. A
+shard whose file fails its sha256, or whose images changed (edited in place: same labels, other
+pixels), is recomputed.
 Nothing is pickled.
 
 >>> import tempfile, numpy as np
@@ -222,12 +223,13 @@ def _is_int(value, low: int) -> bool:
 
 
 def manifest_problem(manifest: dict) -> str | None:
-    """Why a cache manifest cannot be believed, or None. A manifest is data from disk: its
-    sizes must be positive integers, agree with each other and with the request it records
+    """Why a cache manifest cannot be believed, or None. A manifest is data from disk: its sizes
+    must be positive integers, agree with each other and with the request it records
     (classes, grid, number of images, pooled d), and every shard entry must be the one
-    :func:`extract` writes at its index: the plain file name ``shard-NNNNN.safetensors``, the
-    start and count that the shard size gives, the sha256 of its file and of its pixels. Anything else (a file name leading
-    out of the folder, rows that no shard covers) would be followed or read as garbage."""
+    :func:`extract` writes at its index: the plain file name ``shard-NNNNN.safetensors``,
+    the start and count that the shard size gives, the sha256 of its file and of its pixels.
+    Anything else (a file name leading out of the folder, rows that no shard covers) would
+    be followed or read as garbage."""
     for name in ("n", "s", "d", "n_shards"):
         if not _is_int(manifest.get(name), 1):
             return f"{name}: expected a positive integer, got {manifest.get(name)!r}"

@@ -25,7 +25,8 @@ from .heads.base import Head
 from .problem import Problem
 from .solvers import ConvergenceWarning, Solution, solve, solve_path
 
-__all__ = ["Split", "GridChoice", "choose_on_grid", "stratified_subset", "solve_recorded", "accuracy", "network_parameters",
+__all__ = ["Split", "GridChoice", "choose_on_grid", "stratified_subset", "solve_recorded",
+           "accuracy", "network_parameters",
            "fit_convex", "recorded", "is_positive", "is_count", "checked_names", "checked_betas",
            "checked_gates"]
 

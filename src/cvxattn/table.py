@@ -126,7 +126,8 @@ class ProtocolConfig:
         "groups B of the block FNO (must divide d and the number of classes)", metavar="B"))
     baselines: tuple[str, ...] = field(default=BASELINES, metadata=_meta(
         "baselines: logistic-mean and logistic-tokens (scikit-learn on the mean token and on "
-        "the flattened tokens), probe-full (on all the backbone's channels, token mean), mlp, attention (softmax multi-head) and attentive (the "
+        "the flattened tokens), probe-full (on all the backbone's channels, token mean), mlp, "
+        "attention (softmax multi-head) and attentive (the "
         "attentive probe) trained by AdamW, networks (each convex head's own network trained "
         "by AdamW on the same objective), or none", choices=BASELINES + ("none",),
         metavar="BASELINE"))
