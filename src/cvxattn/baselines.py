@@ -26,6 +26,18 @@ __all__ = ["SoftmaxAttentionHead", "MLPHead", "AttentiveProbe", "train_adamw", "
            "accuracy"]
 
 
+def _initializer(seed: int, dtype: torch.dtype):
+    """``init(*shape, fan_in)``: parameters drawn N(0, 1/fan_in) from one generator seeded
+    with ``seed``, in the order they are made."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def init(*shape, fan_in):
+        return nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)
+                            / math.sqrt(fan_in))
+
+    return init
+
+
 class SoftmaxAttentionHead(nn.Module):
     """softmax(Q Kᵀ / √d_h) V per head, concatenated, projected to c; mean over tokens + bias.
 
@@ -39,13 +51,8 @@ class SoftmaxAttentionHead(nn.Module):
                  seed: int = 0, dtype: torch.dtype = torch.float64):
         super().__init__()
         head_dim = head_dim or max(1, d // n_heads)
-        generator = torch.Generator().manual_seed(seed)
+        init = _initializer(seed, dtype)
         inner = n_heads * head_dim
-
-        def init(*shape, fan_in):
-            return nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)
-                                / math.sqrt(fan_in))
-
         self.n_heads, self.head_dim = n_heads, head_dim
         self.query, self.key, self.value = (init(d, inner, fan_in=d) for _ in range(3))
         self.out = init(inner, c, fan_in=inner)
@@ -111,13 +118,8 @@ class AttentiveProbe(nn.Module):
                  head_dim: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float64):
         super().__init__()
         head_dim = head_dim or max(1, d // n_heads)
-        generator = torch.Generator().manual_seed(seed)
+        init = _initializer(seed, dtype)
         inner = n_heads * head_dim
-
-        def init(*shape, fan_in):
-            return nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)
-                                / math.sqrt(fan_in))
-
         self.n_queries, self.n_heads, self.head_dim = n_queries, n_heads, head_dim
         self.queries = init(n_queries, n_heads, head_dim, fan_in=head_dim)
         self.key, self.value = init(d, inner, fan_in=d), init(d, inner, fan_in=d)
