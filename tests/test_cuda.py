@@ -50,3 +50,9 @@ def test_memory_plan_bounds_the_allocated_peak(name, head):
     print(f"{name}: allocated {used / 2**20:.1f} MiB, planned {chosen.peak_bytes / 2**20:.1f} "
           f"MiB (tokens {data / 2**20:.1f} MiB)")
     assert used <= chosen.peak_bytes
+
+
+def test_tokens_on_the_gpu_stay_there_without_a_device_argument():
+    """device=None keeps the tokens' own device (the argument check must not move them)."""
+    X, y = tokens(0, n=30, s=6, d=4).cuda(), labels(0, n=30, c=6)
+    assert ca.Problem(ca.heads.MLP(), X, y, 0.05).X.device.type == "cuda"

@@ -49,10 +49,11 @@ def check_dtype(dtype, name: str = "dtype") -> torch.dtype:
     return dtype
 
 
-def check_device(device, name: str = "device") -> torch.device:
-    """``device`` (None: the CPU) as a torch.device that this process can use."""
+def check_device(device, name: str = "device") -> torch.device | None:
+    """``device`` as a torch.device that this process can use; None stays None (the data's
+    own device)."""
     if device is None:
-        return torch.device("cpu")
+        return None
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
