@@ -63,6 +63,7 @@ import safetensors.numpy
 from tqdm import tqdm
 
 from .backbones.base import pool_features
+from .checks import check_integer, is_integer
 from .files import write_atomic
 from .report import environment, to_jsonable, write_json
 
@@ -109,12 +110,6 @@ class TokenSet:
 
 
 # ------------------------------------------------------------------ validation
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected an integer ≥ 1, got {value!r}")
-    return int(value)
-
-
 def _check_images(images) -> None:
     for attr in ("name", "split", "images", "labels", "classes"):
         if not hasattr(images, attr):
@@ -135,9 +130,9 @@ def _check_backbone(backbone) -> tuple[int, int]:
             raise ValueError(f"backbone: expected a Backbone with .{attr}, got "
                              f"{type(backbone).__name__} without it")
     grid = tuple(backbone.grid)
-    if len(grid) != 2 or not all(isinstance(g, Integral) and g >= 1 for g in grid):
+    if len(grid) != 2 or not all(is_integer(g, 1) for g in grid):
         raise ValueError(f"backbone: expected .grid (h, w) of positive integers, got {grid!r}")
-    _positive_int(backbone.n_features, "backbone.n_features")
+    check_integer(backbone.n_features, "backbone.n_features", 1)
     return int(grid[0]), int(grid[1])
 
 
@@ -218,10 +213,6 @@ def _read_manifest(root: Path) -> dict | None:
     return manifest
 
 
-def _is_int(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
 def manifest_problem(manifest: dict) -> str | None:
     """Why a cache manifest cannot be believed, or None. A manifest is data from disk: its sizes
     must be positive integers, agree with each other and with the request it records
@@ -231,14 +222,14 @@ def manifest_problem(manifest: dict) -> str | None:
     Anything else (a file name leading out of the folder, rows that no shard covers) would
     be followed or read as garbage."""
     for name in ("n", "s", "d", "n_shards"):
-        if not _is_int(manifest.get(name), 1):
+        if not is_integer(manifest.get(name), 1):
             return f"{name}: expected a positive integer, got {manifest.get(name)!r}"
     n, s, d = manifest["n"], manifest["s"], manifest["d"]
     request = manifest.get("request")
-    if not isinstance(request, dict) or not _is_int(request.get("shard_size"), 1):
+    if not isinstance(request, dict) or not is_integer(request.get("shard_size"), 1):
         return "request: expected the request the cache was made for, with its shard_size"
     if not isinstance(request.get("backbone"), dict) \
-            or not _is_int(request["backbone"].get("n_features"), d):
+            or not is_integer(request["backbone"].get("n_features"), d):
         return f"request.backbone.n_features: expected an integer ≥ d = {d}"
     size = request["shard_size"]
     if manifest["n_shards"] != -(-n // size):
@@ -247,7 +238,7 @@ def manifest_problem(manifest: dict) -> str | None:
         if not isinstance(request.get(name), dict):
             return f"request.{name}: expected an object, got {request.get(name)!r}"
     grid, classes = manifest.get("grid"), manifest.get("classes")
-    if not (isinstance(grid, list) and len(grid) == 2 and all(_is_int(g, 1) for g in grid)
+    if not (isinstance(grid, list) and len(grid) == 2 and all(is_integer(g, 1) for g in grid)
             and grid[0] * grid[1] == s):
         return f"grid: expected [h, w] with h·w = s = {s}, got {grid!r}"
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
@@ -265,7 +256,7 @@ def manifest_problem(manifest: dict) -> str | None:
         return f"shards: expected a list, got {type(shards).__name__}"
     for entry in shards:
         i = entry.get("index") if isinstance(entry, dict) else None
-        if not (_is_int(i, previous + 1) and i < manifest["n_shards"]):
+        if not (is_integer(i, previous + 1) and i < manifest["n_shards"]):
             return f"shards: expected increasing indices below n_shards, got {i!r}"
         previous, start = i, i * size
         if entry.get("file") != _shard_name(i):
@@ -346,8 +337,8 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                          f"(backbone.n_features), got {d!r}")
     d = n_features if d is None else int(d)
     indices = _check_indices(indices, len(images.labels))
-    batch_size = _positive_int(batch_size, "batch_size")
-    shard_size = _positive_int(shard_size, "shard_size")
+    batch_size = check_integer(batch_size, "batch_size", 1)
+    shard_size = check_integer(shard_size, "shard_size", 1)
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress: expected True or False, got {progress!r}")
     if pool is not None and not callable(pool):

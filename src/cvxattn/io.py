@@ -53,6 +53,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from .checks import is_integer
 from .heads import REGISTRY, create
 from .heads.base import ACTIVATIONS, Head
 from .losses import LOSSES
@@ -262,10 +263,6 @@ def load_model(path: str | os.PathLike) -> FittedHead:
     return _load(description, tensor_path, json_path)
 
 
-def _is_int(value: Any, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
 def _is_number(value: Any) -> bool:
     """A float as to_jsonable writes it: a JSON number or "nan"/"inf"/"-inf"."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) \
@@ -274,7 +271,7 @@ def _is_number(value: Any) -> bool:
 
 def _sizes(value: Any, length: int | None = None, low: int = 0) -> bool:
     return isinstance(value, list) and (length is None or len(value) == length) \
-        and all(_is_int(v, low) for v in value)
+        and all(is_integer(v, low) for v in value)
 
 
 def _schema_problem(description: dict) -> str | None:
@@ -304,14 +301,14 @@ def _schema_problem(description: dict) -> str | None:
         ("head.activation", head.get("activation"), lambda v: v in ACTIVATIONS,
          f"one of {ACTIVATIONS}"),
         ("head.n_gates", head.get("n_gates"),
-         (lambda v: _is_int(v, 1)) if gated else (lambda v: v is None),
+         (lambda v: is_integer(v, 1)) if gated else (lambda v: v is None),
          "a positive integer" if gated else "null (a linear head has no gates)"),
-        ("head.seed", head.get("seed"), _is_int, "an integer ≥ 0"),
+        ("head.seed", head.get("seed"), lambda v: is_integer(v, 0), "an integer ≥ 0"),
         ("head.grid", head.get("grid"), lambda v: v is None or _sizes(v, 2, 1),
          "null or [h, w] of positive integers"),
-        ("head.groups", head.get("groups"), lambda v: v is None or _is_int(v, 1),
+        ("head.groups", head.get("groups"), lambda v: v is None or is_integer(v, 1),
          "null or a positive integer"),
-        *[(f"head.{k}", head.get(k), lambda v: _is_int(v, 1), "a positive integer")
+        *[(f"head.{k}", head.get(k), lambda v: is_integer(v, 1), "a positive integer")
           for k in ("s", "d", "c", "n_blocks")],
         ("head.block_shape", head.get("block_shape"), lambda v: _sizes(v, 2, 1),
          "[p, q] of positive integers"),
@@ -323,12 +320,13 @@ def _schema_problem(description: dict) -> str | None:
          "true or false"),
         ("problem.pooled", problem.get("pooled"), lambda v: isinstance(v, bool),
          "true or false"),
-        ("problem.n", problem.get("n", 1), lambda v: _is_int(v, 1), "a positive integer"),
+        ("problem.n", problem.get("n", 1), lambda v: is_integer(v, 1), "a positive integer"),
         *[(f"certificate.{k}", certificate.get(k), _is_number, "a number")
           for k in ("objective", "lower_bound", "gap")],
         ("certificate.status", certificate.get("status"),
          lambda v: v in [s.value for s in Status], f"one of {[s.value for s in Status]}"),
-        ("certificate.n_iter", certificate.get("n_iter"), _is_int, "an integer ≥ 0"),
+        ("certificate.n_iter", certificate.get("n_iter"), lambda v: is_integer(v, 0),
+         "an integer ≥ 0"),
     ]
     for name, value, valid, expected in checks:
         if not valid(value):

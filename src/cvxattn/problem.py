@@ -67,7 +67,7 @@ def _check_copy(X: torch.Tensor, dtype: torch.dtype, device, name: str) -> None:
             "samples, or dtype=torch.float32")
 
 
-def check_finite(values: torch.Tensor, name: str, what: str = "values") -> None:
+def check_finite(values: torch.Tensor, name: str) -> None:
     """ValueError unless every entry of ``values`` is finite and their sum does not overflow.
 
     The sum is the test (NaN and ±inf propagate through it) because it needs no memory: an
@@ -79,9 +79,9 @@ def check_finite(values: torch.Tensor, name: str, what: str = "values") -> None:
         return
     for chunk in values.reshape(-1).split(2**20):
         if not torch.isfinite(chunk).all():
-            raise ValueError(f"{name}: expected finite {what}, got NaN or inf")
+            raise ValueError(f"{name}: expected finite values, got NaN or inf")
     largest = float(values.abs().max())
-    raise ValueError(f"{name}: expected {what} small enough to be summed in {values.dtype}, got "
+    raise ValueError(f"{name}: expected values small enough to be summed in {values.dtype}, got "
                      f"entries up to {largest:.3g} whose sum overflows; rescale them")
 
 

@@ -15,12 +15,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from .checks import is_integer
 from .heads.base import Head
 from .problem import Problem
 from .solvers import ConvergenceWarning, Solution, solve, solve_path
@@ -39,7 +40,7 @@ def is_positive(x) -> bool:
 
 def is_count(x) -> bool:
     """An integer ≥ 1 (not a bool)."""
-    return isinstance(x, Integral) and not isinstance(x, bool) and x >= 1
+    return is_integer(x, 1)
 
 
 def checked_names(name: str, value, choices: Sequence[str]) -> tuple[str, ...]:

@@ -45,7 +45,6 @@ import io
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,7 @@ import torch
 from .baselines import (AttentiveProbe, MLPHead, SoftmaxAttentionHead,
                         accuracy as network_accuracy, train_adamw)
 from .features import TokenSet
+from .checks import check_integer
 from .files import check_folder
 from . import heads
 from .heads import REGISTRY, create
@@ -190,12 +190,7 @@ class ProtocolConfig:
                 raise ValueError(f"{name}: expected at least 1e-5 with dtype float32 (its "
                                  f"rounding would swamp the gap), got {getattr(self, name)!r}")
         fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
-        if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
-                and self.seed >= 0):
-            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed!r}")
-        fix("out", Path(self.out))
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"out: expected a directory, got the file {str(self.out)!r}")
+        check_integer(self.seed, "seed")
 
     @property
     def fitted_baselines(self) -> tuple[str, ...]:
