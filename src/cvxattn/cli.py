@@ -12,7 +12,6 @@ one-line message naming the option.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import shlex
 import sys
@@ -208,24 +207,67 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """torch's intra-op threads set to ``n`` (None: unchanged) for the block, then restored:
-    the command line is the one place that sets process-wide state."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+class _Threads:
+    """The command's threads, the one place that sets process-wide state: torch's intra-op
+    threads and the BLAS and OpenMP pools (through threadpoolctl), restored on exit.
+
+    ``requested`` threads when given; otherwise the cores other processes leave free
+    (:func:`cvxattn.cpu.free_cores`), looked at again by :meth:`check` before each fit, so
+    that a process that starts or ends during a long job changes the threads of the next fit.
+    Pools of as many threads as cores stall when another process takes a core
+    (docs/performance.md, "Threads on a shared machine")."""
+
+    def __init__(self, requested: int | None):
+        self.requested = requested
+        self.current: int | None = None
+
+    def __enter__(self) -> "_Threads":
+        from threadpoolctl import ThreadpoolController
+
+        self._before = torch.get_num_threads()
+        self._pools = ThreadpoolController()
+        self._limits = None
+        self.check()
+        return self
+
+    def check(self) -> int:
+        """Set the threads to what the policy says now; returns them."""
+        from .cpu import free_cores, usable_cores
+
+        if self.requested is not None:
+            n, why = self.requested, "--threads"
+        else:
+            n = free_cores()
+            why = f"the cores of {usable_cores()} that other processes leave free"
+        if n != self.current:
+            torch.set_num_threads(n)
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+            self._limits = self._pools.limit(limits=n)
+            if self.current is not None or self.requested is None:
+                _progress(f"threads: {n} ({why})")
+            self.current = n
+        return n
+
+    def __exit__(self, *exc) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        torch.set_num_threads(self._before)
 
 
-def _collect(rows) -> tuple[list[dict], bool]:
-    """The rows of an iterator until it ends or Ctrl-C stops it; (rows, interrupted)."""
+def _collect(rows, threads: _Threads | None = None) -> tuple[list[dict], bool]:
+    """The rows of an iterator until it ends or Ctrl-C stops it; (rows, interrupted).
+    ``threads``: checked again before each row."""
     done: list[dict] = []
+    rows = iter(rows)
     try:
-        for row in rows:
+        while True:
+            if threads is not None:
+                threads.check()
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
             done.append(row)
     except KeyboardInterrupt:
         return done, True
@@ -255,8 +297,9 @@ def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     _progress(f"digits: {len(data.y_train)} training and {len(data.y_test)} test images, "
               f"16 tokens × 4 features (2×2 patches, 4×4 grid), seed {config.seed}")
-    with _threads(config.threads):
-        rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress))
+    with _Threads(config.threads) as threads:
+        rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress),
+                                     threads)
     total = time.perf_counter() - start
     table = format_table(rows, _digits.table_columns(config))
     notes = _digits_notes(rows)
@@ -304,8 +347,12 @@ examples:
 def run_features(args: argparse.Namespace, parser: argparse.ArgumentParser,
                  argv: Sequence[str]) -> int:
     """``cvxattn features``: extract (or read back) the tokens and say where they are."""
-    config, (tokens, seconds) = _configured(parser, _pipeline.FeaturesConfig, args,
-                                            _pipeline.extract_features)
+    def extract(config):
+        with _Threads(config.threads) as threads:
+            return _pipeline.extract_features(dataclasses.replace(config,
+                                                                  threads=threads.current))
+
+    config, (tokens, seconds) = _configured(parser, _pipeline.FeaturesConfig, args, extract)
     print(f"{config.dataset} {config.split}: {tokens.n} images → tokens {tuple(tokens.X.shape)} "
           f"on a {tokens.grid[0]}×{tokens.grid[1]} grid, {len(tokens.classes)} classes; "
           f"{seconds:.1f} s ({tokens.n / seconds:.1f} images/s with the cache)")
@@ -357,9 +404,9 @@ def _run_table(config, data, description: str, argv: Sequence[str], title: str,
     """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130).
     ``fitted`` receives the convex heads' (row, solution) pairs."""
     _progress(description)
-    with _threads(config.threads):
+    with _Threads(config.threads) as threads:
         rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress,
-                                                      fitted=fitted))
+                                                      fitted=fitted), threads)
     total = time.perf_counter() - start
     table = format_table(rows, _table.table_columns())
     notes = _table.notes_for(rows)
@@ -423,14 +470,18 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
              argv: Sequence[str]) -> int:
     """``cvxattn run``: features for train and test, then the table."""
     start = time.perf_counter()
-    config, data = _configured(parser, _pipeline.RunConfig, args, _pipeline.run_features)
+    def features(config):
+        with _Threads(config.threads) as threads:
+            return _pipeline.run_features(config, threads.current)
+
+    config, data = _configured(parser, _pipeline.RunConfig, args, features)
     _make_out(parser, config.out)
     fitted: dict = {}
     status = _run_table(config, data, _describe(data), argv, f"cvxattn run: {config.dataset}",
                         start, fitted)
     if status == 0 and config.gallery:
         begin = time.perf_counter()
-        with _threads(config.threads):
+        with _Threads(config.threads):
             page = _pipeline.run_gallery(config, data, fitted)
         if page is not None:
             print(f"explanations: {page} ({time.perf_counter() - begin:.1f} s)")

@@ -124,9 +124,11 @@ class FeaturesConfig:
         metavar="DIR"))
     model_cache: Path | None = field(default=None, metadata=_meta(
         "folder for the exported ONNX model (default: ~/.cache/cvxattn)", metavar="DIR"))
+    threads: int | None = field(default=None, metadata=_meta(
+        "ONNX Runtime threads (default: the cores other processes leave free)", metavar="N"))
 
     def __post_init__(self):
-        for name in ("n", "image_size", "d", "batch_size"):
+        for name in ("n", "image_size", "d", "batch_size", "threads"):
             value = getattr(self, name)
             if value is not None and not is_integer(value, 1):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -161,7 +163,7 @@ def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[Tok
         rng = np.random.default_rng(config.seed)
         indices = np.sort(rng.choice(len(images), config.n, replace=False))
     backbone = EfficientNetLite0(image_size=config.image_size, cache_dir=config.model_cache,
-                                 batch_size=config.batch_size)
+                                 batch_size=config.batch_size, threads=config.threads)
     tokens = extract(images, backbone, config.folder, d=config.d, indices=indices,
                      batch_size=config.batch_size, progress=progress)
     return tokens, time.perf_counter() - start
@@ -342,21 +344,22 @@ class RunConfig(ProtocolConfig):
             if not is_count(value):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
-    def features(self, split: str) -> FeaturesConfig:
-        """The ``cvxattn features`` request of one split."""
+    def features(self, split: str, threads: int | None = None) -> FeaturesConfig:
+        """The ``cvxattn features`` request of one split (ONNX Runtime on ``threads``)."""
         n = None if self.full else (self.n_train if split == "train" else self.n_test)
         return FeaturesConfig(dataset=self.dataset, split=split, root=self.root, n=n,
                               seed=self.seed, image_size=self.image_size, d=self.d,
                               batch_size=self.batch_size, cache=self.cache,
-                              model_cache=self.model_cache)
+                              model_cache=self.model_cache, threads=threads)
 
 
-def run_features(config: RunConfig):
-    """The tokens of both splits (extracted or read from the cache), prepared for the table."""
+def run_features(config: RunConfig, threads: int | None = None):
+    """The tokens of both splits (extracted or read from the cache, ONNX Runtime on
+    ``threads``), prepared for the table."""
     tokens = {}
     for split in ("train", "test"):
         try:
-            tokens[split], _ = extract_features(config.features(split))
+            tokens[split], _ = extract_features(config.features(split, threads))
         except ValueError as error:  # name the option of `run`, not of `features`
             message = str(error)
             if message.startswith("n:"):

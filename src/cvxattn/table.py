@@ -144,8 +144,9 @@ class ProtocolConfig:
     seed: int = field(default=0, metadata=_meta(
         "seed of the validation split, the gates and the AdamW runs"))
     threads: int | None = field(default=None, metadata=_meta(
-        "torch threads, set by the command line for the run (library code never sets them; "
-        "default: torch's, all cores)", metavar="N"))
+        "threads of torch, the BLAS and ONNX Runtime, set by the command line (library code "
+        "never sets them); default: the cores other processes leave free, looked at again "
+        "before each fit", metavar="N"))
     out: Path = field(default=Path("results"), metadata=_meta(
         "folder for table.md, table.csv, table.json, accuracy.png and gap.png (written "
         "atomically)", metavar="DIR"))

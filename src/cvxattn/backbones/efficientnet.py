@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import is_integer
 from ..files import atomic_path, write_atomic
 from .base import as_images, file_sha256, package_versions, preprocess
 
@@ -83,11 +84,13 @@ class EfficientNetLite0:
     image_size : side S of the network input, a multiple of 32.
     runtime : ``"onnx"`` exports the model once to ``<cache_dir>/efficientnet-lite0_S{S}_<sha>
         .onnx`` (dynamic batch axis, checked against a sha256 manifest, re-exported when missing
-        or corrupt) and runs it with ONNX Runtime on all cores; ``"torch"`` runs eager PyTorch.
+        or corrupt) and runs it with ONNX Runtime; ``"torch"`` runs eager PyTorch (on torch's
+        threads).
     cache_dir : folder of the ONNX export (default ``~/.cache/cvxattn``).
     batch_size : images per forward pass.
     crop_padding : center crop of side S / (S + crop_padding) · min(H, W) before resizing; 0
         keeps the whole central square (for small images such as CIFAR's 32 × 32).
+    threads : ONNX Runtime's threads (an option of this session only; default: every core).
 
     Attributes ``exported`` (True when this construction wrote the ONNX file) and ``onnx_path``
     are set with ``runtime="onnx"``.
@@ -98,7 +101,7 @@ class EfficientNetLite0:
     n_classes = 1000
 
     def __init__(self, image_size: int = 224, runtime: str = "onnx", cache_dir=None,
-                 batch_size: int = 32, crop_padding: int = 32):
+                 batch_size: int = 32, crop_padding: int = 32, threads: int | None = None):
         if not isinstance(image_size, Integral) or isinstance(image_size, bool) \
                 or image_size < 32 or image_size % 32:
             raise ValueError(f"image_size: expected a positive multiple of 32, got {image_size!r}")
@@ -109,6 +112,9 @@ class EfficientNetLite0:
         if not isinstance(crop_padding, Integral) or isinstance(crop_padding, bool) \
                 or crop_padding < 0:
             raise ValueError(f"crop_padding: expected an integer >= 0, got {crop_padding!r}")
+        if threads is not None and not is_integer(threads, 1):
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+        self.threads = threads
         self.image_size = int(image_size)
         self.grid = (self.image_size // 32, self.image_size // 32)
         self.runtime = runtime
@@ -138,7 +144,7 @@ class EfficientNetLite0:
         self.onnx_path = self.cache_dir / f"{stem}.onnx"
         manifest_path = self.cache_dir / f"{stem}.json"
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         if self._cached_export_is_valid(manifest_path):
             try:
