@@ -324,7 +324,7 @@ class NotAnImageSet:
     (dict(batch_size=0), "batch_size: expected an integer ≥ 1, got 0"),
     (dict(shard_size=True), "shard_size: expected an integer ≥ 1, got True"),
     (dict(progress="yes"), "progress: expected True or False"),
-    (dict(pool=3), "pool: expected None or a callable"),
+    (dict(pool=3), "pool: expected None, 'pca', a TokenPCA or a callable"),
     (dict(images=NotAnImageSet()), "images: expected an ImageSet with .split"),
     (dict(backbone=object()), "backbone: expected a Backbone with .name"),
 ])

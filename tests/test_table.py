@@ -226,3 +226,16 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
         main([*argv[:3], "--n-train", "31", *argv[5:]])
     assert exit_info.value.code == 2
     assert "argument --n-train: expected at most the 30 images" in capsys.readouterr().err
+    # --pool pca: the training cache fits the PCA, the test cache is projected with it
+    assert main([*argv[:-2], "--pool", "pca", "--gallery", "0", "--baselines", "none",
+                 "--out", str(tmp_path / "pca")]) == 0
+    pca = {p.name: load(p) for p in (tmp_path / "features").iterdir() if "-pca" in p.name}
+    train = next(t for name, t in pca.items() if "-train-" in name)
+    test = next(t for name, t in pca.items() if "-test-" in name)
+    assert len(pca) == 2 and train.projection is not None and test.projection is None
+    assert test.manifest["request"]["pool"]["projection_sha256"] == train.projection.sha256
+    assert train.projection.n_tokens == 30 * 49  # every training token, no test token
+    with pytest.raises(SystemExit):  # test images are never projected by their own PCA
+        main(["features", "--root", str(root), "--split", "test", "--pool", "pca",
+              "--cache", str(tmp_path / "features")])
+    assert "argument --pca-from: expected the training cache" in capsys.readouterr().err

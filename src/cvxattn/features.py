@@ -15,7 +15,13 @@ On disk::
     ...                                   "features_mean" (k, F) float32: every one of the
                                           backbone's F features averaged over the tokens,
                                           before pooling (the standard linear probe's input)
-    ...
+    cache_dir/projection.safetensors      with ``pool="pca"`` only: the PCA it fitted
+                                          (cvxattn.pca.TokenPCA)
+
+Instead of averaging, ``pool="pca"`` reduces F to d by a PCA of the tokens of the cache's first
+shard (its first ``shard_size`` images: fit it on training images only), saved with the
+cache; ``pool=load(train_cache).projection`` projects other images (the test set) with that
+same PCA, and their request records its sha256.
 
 The manifest holds the request (dataset name/split/source/size/classes, a checksum and the
 count of the indices and of their labels, ``backbone.describe()``, image size, grid, d, the
@@ -65,13 +71,16 @@ from tqdm import tqdm
 from .backbones.base import pool_features
 from .checks import check_integer, is_integer
 from .files import write_atomic
+from .pca import Moments, TokenPCA
 from .report import environment, to_jsonable, write_json
 
-__all__ = ["TokenSet", "extract", "load", "MANIFEST", "FORMAT"]
+__all__ = ["TokenSet", "extract", "load", "load_projection", "MANIFEST", "FORMAT",
+           "PROJECTION"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PROJECTION = "projection.safetensors"  # the PCA fitted by pool="pca"
 FORMAT = "cvxattn.features/2"  # 2: pixel hashes and the full-width mean features
 _SHARD = re.compile(r"^shard-\d{5}\.safetensors$")
 _PACKAGES = ("cvxattn", "torch", "numpy", "safetensors", "tqdm")
@@ -83,7 +92,8 @@ class TokenSet:
     (n,) int64 they came from, the class names, the token grid (h, w) with h·w = s, the
     manifest that describes how they were made, and ``features_mean`` (n, F) float32, all F
     features of the backbone averaged over the tokens before pooling to d (the input of the
-    standard linear probe)."""
+    standard linear probe). ``projection``: the PCA this cache fitted (``pool="pca"``),
+    to pass as ``pool`` when extracting the test images; None otherwise."""
 
     X: np.ndarray
     y: np.ndarray
@@ -92,6 +102,7 @@ class TokenSet:
     grid: tuple[int, int]
     manifest: dict
     features_mean: np.ndarray | None = None  # (n, F): the backbone's F features, token mean
+    projection: TokenPCA | None = None
 
     @property
     def n(self) -> int:
@@ -181,7 +192,8 @@ def _request(images, backbone, grid, d, pool_name, indices, shard_size) -> dict:
                     "labels_sha256": _sha256(labels.tobytes())},
         "backbone": {"name": backbone.name, "image_size": backbone.image_size, "grid": grid,
                      "n_features": backbone.n_features, "description": backbone.describe()},
-        "pool": {"d": d, "function": pool_name},
+        "pool": {"d": d, **(pool_name if isinstance(pool_name, dict)
+                             else {"function": pool_name})},
         "shard_size": shard_size,
     })
 
@@ -267,6 +279,13 @@ def manifest_problem(manifest: dict) -> str | None:
         for key in ("sha256", "pixels_sha256"):
             if not (isinstance(entry.get(key), str) and re.fullmatch(r"[0-9a-f]{64}", entry[key])):
                 return f"shards[{i}].{key}: expected 64 hexadecimal digits"
+    projection = manifest.get("projection")
+    if projection is not None and not (
+            isinstance(projection, dict) and projection.get("file") == PROJECTION
+            and isinstance(projection.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", projection["sha256"])):
+        return f"projection: expected {{'file': {PROJECTION!r}, 'sha256': 64 hexadecimal " \
+               f"digits}}, got {_short(projection)}"
     if manifest.get("complete") and len(shards) != manifest["n_shards"]:
         return f"complete: a complete cache has {manifest['n_shards']} shards, got {len(shards)}"
     return None
@@ -275,14 +294,15 @@ def manifest_problem(manifest: dict) -> str | None:
 def _clear(root: Path) -> None:
     """Remove this cache's own files (manifest, shards, stale temporaries); nothing else."""
     for path in root.iterdir():
-        if path.is_file() and (path.name == MANIFEST or _SHARD.match(path.name)
+        if path.is_file() and (path.name in (MANIFEST, PROJECTION) or _SHARD.match(path.name)
                                or _is_temporary(path.name)):
             path.unlink()
 
 
 def _is_temporary(name: str) -> bool:
-    return name.endswith(".tmp") and (name.startswith(f".{MANIFEST}.")
-                                      or bool(re.match(r"^\.shard-\d{5}\.safetensors\.", name)))
+    return name.endswith(".tmp") and (
+        name.startswith((f".{MANIFEST}.", f".{PROJECTION}."))
+        or bool(re.match(r"^\.shard-\d{5}\.safetensors\.", name)))
 
 
 def _read_shard(root: Path, entry: dict) -> dict[str, np.ndarray] | None:
@@ -296,6 +316,22 @@ def _read_shard(root: Path, entry: dict) -> dict[str, np.ndarray] | None:
     return safetensors.numpy.load(data)
 
 
+def _read_projection(root: Path, entry: dict | None) -> TokenPCA | None:
+    """The PCA a cache fitted, if its file matches the manifest's sha256, else None."""
+    if entry is None:
+        return None
+    try:
+        data = (root / PROJECTION).read_bytes()
+    except OSError:
+        return None
+    if _sha256(data) != entry["sha256"]:
+        return None
+    try:
+        return TokenPCA.from_bytes(data)
+    except ValueError:
+        return None
+
+
 def _shard_name(i: int) -> str:
     return f"shard-{i:05d}.safetensors"
 
@@ -304,7 +340,8 @@ def _shard_name(i: int) -> str:
 def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
             indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 64,
             shard_size: int = 2048, progress: bool = True,
-            pool: Callable[[np.ndarray, int], np.ndarray] | None = None) -> TokenSet:
+            pool: Callable[[np.ndarray, int], np.ndarray] | str | TokenPCA | None = None
+            ) -> TokenSet:
     """Tokens of ``images[indices]`` under ``backbone``, pooled to d, cached in ``cache_dir``.
 
     Parameters
@@ -322,7 +359,10 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
     progress : show a tqdm bar (images/s).
     pool : ``pool(tokens (k, s, F), d) -> (k, s, d)``; default adaptive average pooling
         (``torch.nn.functional.adaptive_avg_pool1d``). Its qualified name is part of the
-        request: a cache made with another function is redone.
+        request: a cache made with another function is redone. ``"pca"``: a PCA
+        (:class:`cvxattn.pca.TokenPCA`) fitted on the tokens of the first shard, saved as
+        ``projection.safetensors``, applied to every shard. A :class:`~cvxattn.pca.TokenPCA`
+        (a training cache's ``projection``): that PCA, its sha256 in the request.
 
     Returns the :class:`TokenSet` read back from the shards. A cache made for this request is
     read (finished shards verified by sha256, unfinished or corrupt ones recomputed); one made
@@ -341,13 +381,22 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
     shard_size = check_integer(shard_size, "shard_size", 1)
     if not isinstance(progress, (bool, np.bool_)):
         raise ValueError(f"progress: expected True or False, got {progress!r}")
-    if pool is not None and not callable(pool):
-        raise ValueError(f"pool: expected None or a callable (tokens, d) -> (k, s, d), got "
-                         f"{type(pool).__name__}")
-    pool_name = "none" if d == n_features else (
-        "cvxattn.backbones.pool_features" if pool is None
-        else f"{getattr(pool, '__module__', '?')}.{getattr(pool, '__qualname__', repr(pool))}")
+    if pool is not None and not callable(pool) and pool != "pca":
+        raise ValueError(f"pool: expected None, 'pca', a TokenPCA or a callable (tokens, d) -> "
+                         f"(k, s, d), got {type(pool).__name__}")
     pool_fn = pool_features if pool is None else pool
+    fits_pca = isinstance(pool, str)  # "pca": fitted here, on the first shard
+    if isinstance(pool, TokenPCA):
+        if pool.d != d or pool.mean.shape != (n_features,):
+            raise ValueError(f"pool: expected a PCA from {n_features} features to d = {d}, got "
+                             f"one from {pool.mean.shape[0]} to {pool.d}")
+        pool_name = {"function": "pca", "projection_sha256": pool.sha256}
+    elif fits_pca:
+        pool_name = {"function": "pca", "fitted_on": "the first shard"}
+    else:
+        pool_name = "none" if d == n_features else (
+            "cvxattn.backbones.pool_features" if pool is None
+            else f"{getattr(pool, '__module__', '?')}.{getattr(pool, '__qualname__', repr(pool))}")
     root = Path(cache_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"cache_dir: expected a folder, got the file {str(root)!r}")
@@ -388,6 +437,12 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                         root, entry["file"])
         else:
             kept[i] = entry
+    projection = None
+    if fits_pca:  # every shard depends on the PCA of the first: all or nothing is kept
+        projection = _read_projection(root, (manifest or {}).get("projection"))
+        if projection is None or 0 not in kept:
+            projection, kept = None, {}
+            (root / PROJECTION).unlink(missing_ok=True)
     if manifest is not None and len(kept) < len(starts):
         log.info("token cache %s: resuming, %d of %d shards kept", root, len(kept), len(starts))
 
@@ -395,6 +450,9 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                 "n": n, "s": s, "d": d, "grid": list(grid), "classes": list(images.classes),
                 "n_shards": len(starts), "shards": [kept[i] for i in sorted(kept)],
                 "environment": environment(packages=_PACKAGES, run=False)}
+    if projection is not None:
+        manifest["projection"] = {"file": PROJECTION, "sha256": projection.sha256}
+        pool_fn = projection
     write_json(root / MANIFEST, manifest)
 
     labels = np.asarray(images.labels).astype(np.int64)
@@ -406,6 +464,10 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
             block = indices[starts[i]:starts[i] + shard_size]  # (k,)
             X = np.empty((len(block), s, d), np.float32)  # (k, s, d)
             means = np.empty((len(block), n_features), np.float32)  # (k, F)
+            fitting = fits_pca and projection is None  # shard 0: keep its tokens, fit the PCA
+            if fitting:
+                full = np.empty((len(block), s, n_features), np.float32)  # (k, s, F)
+                moments = Moments(n_features)
             for j in range(0, len(block), batch_size):
                 batch = block[j:j + batch_size]
                 tokens = np.asarray(backbone.tokens([images.images[t] for t in batch]))
@@ -414,12 +476,27 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
                                      f"{n_features}), got {tokens.shape}")
                 tokens = tokens.astype(np.float32, copy=False)  # (b, s, F)
                 means[j:j + len(batch)] = tokens.mean(1, dtype=np.float64)
-                pooled = tokens if pool_name == "none" else np.asarray(pool_fn(tokens, d))
+                bar.update(len(batch))
+                if fitting:
+                    full[j:j + len(batch)] = tokens
+                    moments.add(tokens)
+                    continue
+                pooled = _pooled(tokens, pool_name, pool_fn, d)
                 if pooled.shape != (len(batch), s, d):
                     raise ValueError(f"pool: expected pooled tokens of shape ({len(batch)}, "
                                      f"{s}, {d}), got {pooled.shape}")
                 X[j:j + len(batch)] = pooled  # (b, s, d)
-                bar.update(len(batch))
+            if fitting:
+                if not np.isfinite(moments.outer).all():
+                    raise ValueError("backbone: expected finite tokens, got NaN or inf in "
+                                     "shard 0")
+                projection = pool_fn = TokenPCA.fit(moments, d)
+                data = projection.to_bytes()
+                write_atomic(root / PROJECTION, data)
+                manifest["projection"] = {"file": PROJECTION, "sha256": _sha256(data)}
+                for j in range(0, len(block), batch_size):
+                    X[j:j + batch_size] = projection(full[j:j + batch_size])
+                del full
             if not (np.isfinite(X).all() and np.isfinite(means).all()):
                 raise ValueError(f"backbone: expected finite tokens, got NaN or inf in shard {i}")
             data = safetensors.numpy.save(
@@ -437,6 +514,15 @@ def extract(images, backbone, cache_dir: str | os.PathLike, d: int | None = 100,
     manifest["complete"] = True
     write_json(root / MANIFEST, manifest)
     return load(root)
+
+
+def _pooled(tokens: np.ndarray, pool_name, pool_fn, d: int) -> np.ndarray:
+    """A batch's tokens (b, s, F) reduced to d features."""
+    if pool_name == "none":
+        return tokens
+    if isinstance(pool_fn, TokenPCA):
+        return pool_fn(tokens)
+    return np.asarray(pool_fn(tokens, d))
 
 
 def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
@@ -497,6 +583,25 @@ def load(cache_dir: str | os.PathLike, verify: bool = True) -> TokenSet:
     if not (np.isfinite(X.sum(dtype=np.float64)) and np.isfinite(means.sum(dtype=np.float64))):
         raise ValueError(f"cache_dir: expected finite tokens, got NaN or inf in {str(root)!r} "
                          "(run extract to redo the cache)")
-    return TokenSet(X=X, y=y, indices=indices, features_mean=means,
+    projection = None
+    if "projection" in manifest:
+        projection = _read_projection(root, manifest["projection"])
+        if projection is None:
+            raise ValueError(f"cache_dir: {PROJECTION} is missing, fails its sha256 or is not "
+                             f"a PCA, in {str(root)!r} (run extract to redo the cache)")
+    return TokenSet(X=X, y=y, indices=indices, features_mean=means, projection=projection,
                     classes=tuple(manifest["classes"]),
                     grid=tuple(manifest["grid"]), manifest=manifest)
+
+
+def load_projection(cache_dir: str | os.PathLike) -> TokenPCA:
+    """The PCA a cache made with ``pool="pca"`` fitted (to project other images with it);
+    a ValueError when the cache has none or its file fails its sha256."""
+    root = Path(cache_dir)
+    manifest = _read_manifest(root)
+    entry = None if manifest is None else manifest.get("projection")
+    projection = _read_projection(root, entry)
+    if projection is None:
+        raise ValueError(f"cache_dir: expected a token cache made with pool='pca' and its "
+                         f"{PROJECTION}, got {str(root)!r} without a valid one")
+    return projection

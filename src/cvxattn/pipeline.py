@@ -17,7 +17,7 @@ import numpy as np
 from .backbones import EfficientNetLite0
 from .checks import check_integer, is_integer
 from .data import ImageSet, load_cifar100, load_fashion_mnist, load_image_folder, load_samples
-from .features import TokenSet, extract, load
+from .features import TokenSet, extract, load, load_projection
 from .files import check_folder
 from .heads import REGISTRY, create
 from .io import save_solution
@@ -34,6 +34,7 @@ __all__ = ["DATASETS", "FeaturesConfig", "load_images", "extract_features", "Fit
 # The main job's default: a seeded subset sized so that `cvxattn run` ends within 15 minutes
 # on a 2-core CPU (docs in README.md); --full uses all images.
 RUN_TRAIN, RUN_TEST, RUN_D = 2_000, 1_000, 10
+POOLS = ("avg", "pca")
 SAMPLE_SETS = ("imagenet", "cifar10", "cifar100", "mnist", "fashion-mnist")
 DATASETS = ("fashion-mnist", "cifar100", "folder") + tuple(f"samples-{s}" for s in SAMPLE_SETS)
 
@@ -115,8 +116,16 @@ class FeaturesConfig:
         "backbone input size in pixels: 224 gives 7×7 = 49 tokens, 448 gives 14×14 = 196",
         metavar="PIXELS"))
     d: int = field(default=100, metadata=_meta(
-        "features per token after average pooling the backbone's 1280 (the paper pools to "
-        "100)", metavar="D"))
+        "features per token after reducing the backbone's 1280 (the paper pools to 100)",
+        metavar="D"))
+    pool: str = field(default="avg", metadata=_meta(
+        "how the 1280 channels become d: avg averages d groups of neighbouring channels; pca "
+        "projects on the top d principal components of training tokens (fitted on this "
+        "cache's first 2048 images, or taken from --pca-from)", choices=POOLS))
+    pca_from: Path | None = field(default=None, metadata=_meta(
+        "with --pool pca: the training images' token cache whose PCA projects these images "
+        "(required for --split test: test statistics never enter the projection)",
+        metavar="DIR"))
     batch_size: int = field(default=32, metadata=_meta("images per backbone batch",
                                                        metavar="N"))
     cache: Path = field(default=Path("features"), metadata=_meta(
@@ -137,6 +146,16 @@ class FeaturesConfig:
             raise ValueError(f"image_size: expected a multiple of 32, got {self.image_size}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool: expected one of {POOLS}, got {self.pool!r}")
+        if self.pca_from is not None and self.pool != "pca":
+            raise ValueError("pca_from: expected only with --pool pca")
+        if self.pool == "pca" and self.split == "test" and self.pca_from is None:
+            raise ValueError("pca_from: expected the training cache whose PCA projects the "
+                             "test images (a PCA fitted on test images would leak them)")
+        if self.pca_from is not None:
+            object.__setattr__(self, "pca_from", Path(self.pca_from))
+            load_projection(self.pca_from)  # a ValueError naming the cache, before any work
         # the folders are checked before any image is read: a cache that cannot be written
         # would otherwise fail after the data set is loaded
         for name in ("cache", "model_cache"):
@@ -147,8 +166,10 @@ class FeaturesConfig:
     def folder(self) -> Path:
         """The cache folder of this request."""
         subset = "all" if self.n is None else f"n{self.n}-seed{self.seed}"
+        pool = "" if self.pool == "avg" else "-pca" + (
+            "" if self.pca_from is None else load_projection(self.pca_from).sha256[:12])
         return self.cache / (f"{self.dataset}-{self.split}-efficientnet-lite0-{self.image_size}"
-                             f"-d{self.d}-{subset}")
+                             f"-d{self.d}{pool}-{subset}")
 
 
 def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[TokenSet, float]:
@@ -164,8 +185,11 @@ def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[Tok
         indices = np.sort(rng.choice(len(images), config.n, replace=False))
     backbone = EfficientNetLite0(image_size=config.image_size, cache_dir=config.model_cache,
                                  batch_size=config.batch_size, threads=config.threads)
+    pool = None
+    if config.pool == "pca":
+        pool = "pca" if config.pca_from is None else load_projection(config.pca_from)
     tokens = extract(images, backbone, config.folder, d=config.d, indices=indices,
-                     batch_size=config.batch_size, progress=progress)
+                     batch_size=config.batch_size, progress=progress, pool=pool)
     return tokens, time.perf_counter() - start
 
 
@@ -317,7 +341,11 @@ class RunConfig(ProtocolConfig):
     full: bool = field(default=False, metadata=_meta(
         "use every training and test image (ignores --n-train and --n-test)"))
     d: int = field(default=RUN_D, metadata=_meta(
-        "features per token after average pooling the backbone's 1280", metavar="D"))
+        "features per token after reducing the backbone's 1280 (see --pool)", metavar="D"))
+    pool: str = field(default="avg", metadata=_meta(
+        "avg: average d groups of neighbouring channels; pca: project on the top d principal "
+        "components of the training tokens (the test tokens with the same projection)",
+        choices=POOLS))
     image_size: int = field(default=224, metadata=_meta(
         "backbone input size: 224 gives 7×7 = 49 tokens", metavar="PIXELS"))
     batch_size: int = field(default=32, metadata=_meta("images per backbone batch",
@@ -345,12 +373,16 @@ class RunConfig(ProtocolConfig):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
     def features(self, split: str, threads: int | None = None) -> FeaturesConfig:
-        """The ``cvxattn features`` request of one split (ONNX Runtime on ``threads``)."""
+        """The ``cvxattn features`` request of one split (ONNX Runtime on ``threads``); with
+        ``pool="pca"`` the test split's needs the training split's cache made first."""
         n = None if self.full else (self.n_train if split == "train" else self.n_test)
+        pca_from = None
+        if self.pool == "pca" and split == "test":
+            pca_from = self.features("train").folder
         return FeaturesConfig(dataset=self.dataset, split=split, root=self.root, n=n,
                               seed=self.seed, image_size=self.image_size, d=self.d,
-                              batch_size=self.batch_size, cache=self.cache,
-                              model_cache=self.model_cache, threads=threads)
+                              pool=self.pool, pca_from=pca_from, batch_size=self.batch_size,
+                              cache=self.cache, model_cache=self.model_cache, threads=threads)
 
 
 def run_features(config: RunConfig, threads: int | None = None):
