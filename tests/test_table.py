@@ -110,6 +110,33 @@ def test_one_beta_skips_selection_and_none_skips_baselines(caches, tmp_path, cap
     assert len(rows) == 1 and rows[0]["val_acc"] is None and rows[0]["select_seconds"] is None
 
 
+def test_seeds_repeat_the_table_and_report_mean_and_deviation(caches, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["table", "--train", str(caches[0]), "--test", str(caches[1]), "--heads",
+                 "mlp", "--activations", "gated", "--n-gates", "mlp=3", "--beta", "1e-2",
+                 "3e-3", "--baselines", "logistic-mean", "--seeds", "3", "--seed", "4",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 seeds (4, 5, 6): mean ± sample standard deviation" in printed
+    saved = json.loads((out / "table.json").read_text())
+    rows, by_model = saved["rows"], saved["by_model"]
+    assert [r["seed"] for r in rows] == [4, 4, 5, 5, 6, 6]
+    assert [r["head"] for r in by_model] == ["mlp", "logistic (mean token)"]
+    # each seed draws its own gates and validation split: the tables differ
+    convex = [r for r in rows if r["fitted_by"] == "cvxattn"]
+    assert len({r["objective"] for r in convex}) == 3
+    accuracies = np.array([r["test_acc"] for r in convex])
+    assert by_model[0]["seeds"] == [4, 5, 6]
+    assert by_model[0]["betas"] == [r["beta"] for r in convex]
+    np.testing.assert_allclose(by_model[0]["test_acc"], accuracies.mean())
+    np.testing.assert_allclose(by_model[0]["test_acc_std"], accuracies.std(ddof=1))
+    assert by_model[0]["gap"] == max(r["gap"] for r in convex)
+    row = f"{100 * accuracies.mean():.2f} ± {100 * accuracies.std(ddof=1):.2f}"
+    assert row in printed
+    with open(out / "table.csv", newline="") as f:
+        assert [r["seed"] for r in csv.DictReader(f)] == ["4", "4", "5", "5", "6", "6"]
+
+
 def test_float32_solves_certify_the_float64_optimum(caches, tmp_path):
     """--dtype float32 certifies the same optimum as float64, to the requested gap."""
     rows = {}

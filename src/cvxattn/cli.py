@@ -399,16 +399,39 @@ examples:
   cvxattn table --train T --test S --baselines none --out results/convex-only"""
 
 
-def _run_table(config, data, description: str, argv: Sequence[str], title: str,
+def _run_table(config, data, data_for, argv: Sequence[str], title: str,
                start: float, fitted: dict | None = None) -> int:
-    """Fit the rows, print the table, write the files; Ctrl-C keeps the rows done (exit 130).
-    ``fitted`` receives the convex heads' (row, solution) pairs."""
-    _progress(description)
+    """Fit the rows of every seed, print the table (mean ± sd over several seeds), write the
+    files; Ctrl-C keeps the rows done (exit 130). ``data``: the first seed's data;
+    ``data_for(config)``: the data of another seed's config. ``fitted`` receives the first
+    seed's convex heads' (row, solution) pairs."""
+    description = _describe(data)
+    rows: list[dict] = []
+    interrupted = False
     with _Threads(config.threads) as threads:
-        rows, interrupted = _collect(_table.iter_rows(config, data, progress=_progress,
-                                                      fitted=fitted), threads)
+        for seed in config.seed_values:
+            seeded = config
+            if seed != config.seed:
+                seeded = dataclasses.replace(config, seed=seed)
+                data = data_for(seeded)
+            if config.seeds > 1:
+                _progress(f"seed {seed}: {_describe(data)}")
+            else:
+                _progress(description)
+            done, interrupted = _collect(_table.iter_rows(
+                seeded, data, progress=_progress,
+                fitted=fitted if seed == config.seed else None), threads)
+            rows += [{**row, "seed": seed} for row in done]
+            if interrupted:
+                break
     total = time.perf_counter() - start
-    table = format_table(rows, _table.table_columns())
+    by_model = _table.summarize(rows) if config.seeds > 1 else None
+    if by_model:
+        table = format_table(by_model, _table.summary_columns())
+        description += (f"; {config.seeds} seeds ({', '.join(map(str, config.seed_values))}):"
+                        " mean ± sample standard deviation")
+    else:
+        table = format_table(rows, _table.table_columns())
     notes = _table.notes_for(rows)
     if interrupted:
         notes.insert(0, f"interrupted: {len(rows)} rows are done.")
@@ -422,7 +445,7 @@ def _run_table(config, data, description: str, argv: Sequence[str], title: str,
                            packages=("cvxattn", "torch", "numpy", "scikit-learn",
                                      "onnxruntime"))
     paths = _table.write_outputs(config.out, rows, table, notes, summary, manifest,
-                                 dataclasses.asdict(config), title)
+                                 dataclasses.asdict(config), title, by_model)
     print("files: " + ", ".join(str(p) for p in paths))
     return 130 if interrupted else 0
 
@@ -448,8 +471,8 @@ def run_table(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
     config, data = _configured(parser, _table.TableConfig, args, load_both)
     _make_out(parser, config.out)
-    return _run_table(config, data, _describe(data), argv,
-                      f"cvxattn table: {config.train.name}", start)
+    return _run_table(config, data, load_both, argv, f"cvxattn table: {config.train.name}",
+                      start)
 
 
 RUN_DESCRIPTION = """\
@@ -477,8 +500,10 @@ def run_main(args: argparse.Namespace, parser: argparse.ArgumentParser,
     config, data = _configured(parser, _pipeline.RunConfig, args, features)
     _make_out(parser, config.out)
     fitted: dict = {}
-    status = _run_table(config, data, _describe(data), argv, f"cvxattn run: {config.dataset}",
-                        start, fitted)
+    # another seed's tokens, extracted inside _run_table's thread policy
+    status = _run_table(config, data,
+                        lambda seeded: _pipeline.run_features(seeded, torch.get_num_threads()),
+                        argv, f"cvxattn run: {config.dataset}", start, fitted)
     if status == 0 and config.gallery:
         begin = time.perf_counter()
         with _Threads(config.threads):

@@ -171,7 +171,8 @@ def _figure(width: float, height: float):
 def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
                   title: str = "test accuracy") -> Path:
     """Horizontal bars of every row's test accuracy (%), labelled "head activation (fitted
-    by)", best on top; written atomically as PNG."""
+    by)", best on top, with ± its ``test_acc_std`` where rows have one; written atomically as
+    PNG."""
     shown = sorted((r for r in rows if r.get("test_acc") is not None),
                    key=lambda r: r["test_acc"])
     labels = [" ".join(str(r[k]) for k in ("head", "activation") if r.get(k))
@@ -180,10 +181,11 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
     figure = _figure(7, 0.3 * len(shown) + 1.2)
     ax = figure.subplots()
     values = [100 * r["test_acc"] for r in shown]
-    ax.barh(range(len(shown)), values,
+    spread = [100 * (r.get("test_acc_std") or 0.0) for r in shown]
+    ax.barh(range(len(shown)), values, xerr=spread if any(spread) else None, capsize=2,
             color=[colors.get(r.get("fitted_by"), "tab:gray") for r in shown])
-    for k, v in enumerate(values):
-        ax.text(v, k, f" {v:.1f}", va="center", fontsize=8)
+    for k, (v, e) in enumerate(zip(values, spread)):
+        ax.text(v + e, k, f" {v:.1f}" + (f" ± {e:.1f}" if e else ""), va="center", fontsize=8)
     ax.set_yticks(range(len(shown)), labels, fontsize=8)
     low = min(values, default=0.0)
     ax.set_xlim(max(0.0, low - 10), 100)

@@ -62,7 +62,8 @@ from .protocol import (checked_betas, checked_gates, checked_names, choose_on_gr
 from .report import Column, write_atomic
 
 __all__ = ["ProtocolConfig", "TableConfig", "TableData", "prepare", "iter_rows",
-           "table_columns", "write_csv", "DEFAULT_GATES", "BASELINES", "LOGISTIC_C"]
+           "table_columns", "summarize", "summary_columns", "write_csv", "DEFAULT_GATES",
+           "BASELINES", "LOGISTIC_C"]
 
 ACTIVATIONS = ("linear", "gated")
 # The heads' own defaults (SPEC.md §6: m = 100 gates for the MLP, 5 heads for self-attention,
@@ -142,7 +143,12 @@ class ProtocolConfig:
     standardize: bool = field(default=True, metadata=_meta(
         "standardize every feature with the training tokens' mean and deviation"))
     seed: int = field(default=0, metadata=_meta(
-        "seed of the validation split, the gates and the AdamW runs"))
+        "seed of the validation split, the gates and the AdamW runs (and of the image subsets "
+        "for run)"))
+    seeds: int = field(default=1, metadata=_meta(
+        "repeat the table over N seeds (seed, seed + 1, …), each drawing the splits, the gates "
+        "and the initializations anew; the table shows mean ± standard deviation over them",
+        metavar="N"))
     threads: int | None = field(default=None, metadata=_meta(
         "threads of torch, the BLAS and ONNX Runtime, set by the command line (library code "
         "never sets them); default: the cores other processes leave free, looked at again "
@@ -175,7 +181,7 @@ class ProtocolConfig:
                 raise ValueError(f"{name}: expected distinct finite numbers > 0, got "
                                  f"{getattr(self, name)!r}")
             fix(name, tuple(float(v) for v in values))
-        for name in ("max_iter", "epochs", "bfno_groups", "patience"):
+        for name in ("max_iter", "epochs", "bfno_groups", "patience", "seeds"):
             if not is_count(getattr(self, name)):
                 raise ValueError(f"{name}: expected a positive integer, got "
                                  f"{getattr(self, name)!r}")
@@ -196,6 +202,11 @@ class ProtocolConfig:
     @property
     def fitted_baselines(self) -> tuple[str, ...]:
         return () if self.baselines == ("none",) else self.baselines
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        """The seeds of the repeated tables."""
+        return tuple(range(self.seed, self.seed + self.seeds))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -484,7 +495,62 @@ def table_columns() -> list[Column]:
             Column("edge", "at edge", lambda v: ", ".join(v) if v else "—")]
 
 
-CSV_KEYS = ("head", "activation", "fitted_by", "gates", "beta", "val_acc", "train_acc",
+MODEL_KEYS = ("head", "activation", "fitted_by", "gates")  # what names a row's model
+_MEANS = ("train_acc", "objective", "excess", "heads", "parameters", "iterations", "seconds",
+          "select_seconds")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per model (:data:`MODEL_KEYS`) over the seeds of ``rows`` (each with its
+    ``seed``), in order of first appearance: ``seeds``, the β of each seed (``betas``),
+    ``val_acc`` and ``test_acc`` as means with their sample standard deviations
+    (``val_acc_std``, ``test_acc_std``; 0 for one seed; both as ``*_pm`` pairs), the worst ``gap`` and every
+    ``status``, the mean of :data:`_MEANS`, and the hyperparameters at an edge for any seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in MODEL_KEYS), []).append(row)
+    summary = []
+    for key, group in groups.items():
+        out = dict(zip(MODEL_KEYS, key))
+        out.update(seeds=[r.get("seed") for r in group],
+                   betas=[r.get("beta") for r in group] if group[0].get("beta") is not None
+                   else None)
+        for name in ("val_acc", "test_acc"):
+            values = [r[name] for r in group if r.get(name) is not None]
+            out[name] = float(np.mean(values)) if values else None
+            out[f"{name}_std"] = (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0) \
+                if values else None
+            out[f"{name}_pm"] = (out[name], out[f"{name}_std"]) if values else None
+        for name in _MEANS:
+            values = [r[name] for r in group if r.get(name) is not None]
+            out[name] = float(np.mean(values)) if values else None
+        gaps = [r["gap"] for r in group if r.get("gap") is not None]
+        out["gap"] = max(gaps) if gaps else None
+        statuses = sorted({r["status"] for r in group if r.get("status")})
+        out["status"] = " ".join(statuses) if statuses else None
+        out["edge"] = tuple(sorted({e for r in group for e in r.get("edge", ())}))
+        summary.append(out)
+    return summary
+
+
+def summary_columns() -> list[Column]:
+    """The columns of the table over several seeds (:func:`summarize`'s rows)."""
+    def percent_pm(name):
+        return Column(f"{name}_pm", {"val_acc": "val acc %", "test_acc": "test acc %"}[name],
+                      lambda v: f"{100 * v[0]:.2f} ± {100 * v[1]:.2f}")
+
+    return [Column("head"), Column("activation"), Column("fitted_by", "fitted by"),
+            Column("gates", "gates m", "d"),
+            Column("betas", "β per seed", lambda v: " ".join(f"{b:g}" for b in v)),
+            percent_pm("val_acc"), percent_pm("test_acc"),
+            Column("gap", "worst rel. gap", ".1e"),
+            Column("excess", "vs P", lambda v: f"{100 * v:+.1f}%"), Column("status"),
+            Column("heads", "heads (rank)", ".1f"), Column("parameters", "params", ".0f"),
+            Column("seconds", "fit s", ".1f"), Column("select_seconds", "select s", ".1f"),
+            Column("edge", "at edge", lambda v: ", ".join(v) if v else "—")]
+
+
+CSV_KEYS = ("seed", "head", "activation", "fitted_by", "gates", "beta", "val_acc", "train_acc",
             "test_acc", "objective", "lower_bound", "gap", "excess", "status", "heads",
             "parameters", "iterations", "method", "certificate", "seconds", "select_seconds",
             "edge")
@@ -519,8 +585,12 @@ def notes_for(rows: list[dict]) -> list[str]:
 
 
 def write_outputs(out: Path, rows: list[dict], table: str, notes: list[str], summary: str,
-                  manifest: dict, config: dict, title: str) -> list[Path]:
-    """table.md, table.csv, table.json, accuracy.png and gap.png in ``out``, atomically."""
+                  manifest: dict, config: dict, title: str,
+                  by_model: list[dict] | None = None) -> list[Path]:
+    """table.md, table.csv, table.json, accuracy.png and gap.png in ``out``, atomically.
+    ``by_model``: the rows summarized over several seeds (:func:`summarize`): the accuracy
+    figure shows their means and standard deviations, the gap figure the first seed's
+    solves, and table.json keeps both (the CSV the rows of every seed)."""
     from .report import plot_accuracy, plot_gaps, write_json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -534,6 +604,12 @@ def write_outputs(out: Path, rows: list[dict], table: str, notes: list[str], sum
             write_csv(out / "table.csv", rows),
             write_json(out / "table.json", {"manifest": manifest, "config": config,
                                             "summary": summary, "rows": rows,
+                                            **({"by_model": by_model} if by_model else {}),
                                             "notes": notes}),
-            plot_accuracy(rows, out / "accuracy.png", title=f"{title}: test accuracy"),
-            plot_gaps([r for r in rows if r["fitted_by"] == "cvxattn"], out / "gap.png")]
+            plot_accuracy(by_model or rows, out / "accuracy.png",
+                          title=f"{title}: test accuracy"
+                          + (f", mean ± sd over {len(by_model[0]['seeds'])} seeds"
+                             if by_model else "")),
+            plot_gaps([r for r in rows if r["fitted_by"] == "cvxattn"
+                       and r.get("seed", rows[0].get("seed")) == rows[0].get("seed")],
+                      out / "gap.png")]
