@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from cvxattn import cli, report
-from cvxattn.digits import DEFAULT_GATES, DigitsConfig
+from cvxattn.digits import DigitsConfig
+from cvxattn.heads import DEFAULT_GATES
 from cvxattn.report import Column
 
 TOL = 1e-6
@@ -41,8 +42,8 @@ def parse_table(text):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("digits")
-    argv = ["digits", "--n-train", "120", "--n-test", "60", "--tol", str(TOL),
-            "--out", str(out_dir)]
+    argv = ["digits", "--n-train", "120", "--n-test", "60", "--tol", str(TOL), "--beta",
+            "1e-3", "--baselines", "logistic-tokens", "--out", str(out_dir)]
     code, stdout, stderr = run_main(argv)
     return code, stdout, stderr, out_dir
 
@@ -51,7 +52,7 @@ def test_digits_prints_ten_certified_rows_and_the_baseline(small_run):
     code, stdout, stderr, _ = small_run
     assert code == 0, stderr
     rows = parse_table(stdout)
-    heads = [r for r in rows if r["head"] != "logistic"]
+    heads = [r for r in rows if r["fitted by"] == "cvxattn"]
     assert len(heads) == 10 and len(rows) == 11
     assert {(r["head"], r["activation"]) for r in heads} == {
         (h, a) for h in ("mlp", "attention", "mixer", "fno", "bfno")
@@ -59,36 +60,38 @@ def test_digits_prints_ten_certified_rows_and_the_baseline(small_run):
     for r in heads:
         assert float(r["rel. gap"]) <= TOL and r["status"] == "optimal"
         assert 0 <= float(r["test acc %"]) <= 100 and int(r["heads (rank)"]) >= 1
-        assert float(r["objective"]) > 0 and float(r["fit s"]) >= 0
+        assert float(r["train objective"]) > 0 and float(r["fit s"]) >= 0
     baseline = rows[-1]
-    assert baseline["rel. gap"] == report.MISSING and baseline["objective"] == report.MISSING
-    assert "120 train / 60 test images; total wall time" in stdout
+    assert baseline["head"] == "logistic (tokens)"
+    assert baseline["rel. gap"] == report.MISSING and baseline["train objective"] == report.MISSING
+    assert "120 training images (96 fit + 24 validation) and 60 test images" in stdout
+    assert "total wall time" in stdout
     assert "[10/10] bfno gated" in stderr  # progress goes to stderr
 
 
-def test_digits_out_writes_valid_json_and_markdown(small_run):
+def test_digits_out_writes_the_tables_files(small_run):
     code, stdout, _, out_dir = small_run
     assert code == 0
-    assert sorted(os.listdir(out_dir)) == ["digits.json", "digits.md"]  # no temp files left
+    assert sorted(os.listdir(out_dir)) == ["accuracy.png", "gap.png", "table.csv",
+                                           "table.json", "table.md"]  # no temporaries left
 
     def no_constants(name):
         raise ValueError(f"not strict JSON: {name}")
 
-    doc = json.loads((out_dir / "digits.json").read_text(), parse_constant=no_constants)
+    doc = json.loads((out_dir / "table.json").read_text(), parse_constant=no_constants)
     manifest = doc["manifest"]
     assert manifest["command"].startswith("cvxattn digits --n-train 120 --n-test 60")
     assert {"cvxattn", "torch", "numpy", "scikit-learn"} <= set(manifest["versions"])
     assert manifest["date"][:4].isdigit() and "T" in manifest["date"]
     assert doc["config"]["n_train"] == 120 and doc["config"]["tol"] == TOL
-    assert doc["n_train"] == 120 and doc["n_test"] == 60 and doc["total_seconds"] > 0
     printed = parse_table(stdout)
     assert len(doc["rows"]) == len(printed) == 11
     for row, shown in zip(doc["rows"], printed):
         assert row["head"] == shown["head"]
         if row["gap"] is not None:
-            assert row["gap"] <= TOL and f"{row['gap']:.2e}" == shown["rel. gap"]
+            assert row["gap"] <= TOL and f"{row['gap']:.1e}" == shown["rel. gap"]
             assert row["lower_bound"] <= row["objective"]
-    markdown = (out_dir / "digits.md").read_text()
+    markdown = (out_dir / "table.md").read_text()
     assert parse_table(markdown) == printed
     assert "cvxattn digits --n-train 120" in markdown and "torch" in markdown
 
@@ -98,7 +101,7 @@ def test_help_is_complete_and_exits_zero():
     assert code == 0
     for f in dataclasses.fields(DigitsConfig):
         assert "--" + f.name.replace("_", "-") in stdout
-    assert "(default: 1e-06)" in stdout and "--no-baseline" in stdout
+    assert "(default: 0.001)" in stdout and "--no-standardize" in stdout
     code, stdout, _ = run_main(["--help"])
     assert code == 0 and "digits" in stdout
     code, stdout, _ = run_main(["--version"])
@@ -135,24 +138,26 @@ def test_out_must_be_a_directory(tmp_path):
 
 
 def test_ctrl_c_prints_the_rows_done_so_far(monkeypatch, tmp_path):
-    from cvxattn import digits
+    from cvxattn import table
 
-    fit_head = digits.fit_head
+    fit_convex = table.fit_convex
     calls = []
 
-    def interrupted_on_the_second_fit(*args):
+    def interrupted_on_the_second_fit(*args, **kwargs):
         calls.append(args)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return fit_head(*args)
+        return fit_convex(*args, **kwargs)
 
-    monkeypatch.setattr(digits, "fit_head", interrupted_on_the_second_fit)
+    monkeypatch.setattr(table, "fit_convex", interrupted_on_the_second_fit)
     code, stdout, _ = run_main(["digits", "--heads", "mlp", "--n-train", "60", "--n-test",
-                                "30", "--out", str(tmp_path)])
+                                "30", "--beta", "1e-3", "--baselines", "none", "--out",
+                                str(tmp_path)])
     assert code == 130
     assert [r["activation"] for r in parse_table(stdout)] == ["linear"]
-    assert "interrupted: 1 of the requested fits are done." in stdout
-    assert json.loads((tmp_path / "digits.json").read_text())["interrupted"] is True
+    assert "interrupted: 1 rows are done." in stdout
+    assert "interrupted: 1 rows are done." in json.loads(
+        (tmp_path / "table.json").read_text())["notes"]
 
 
 def test_a_command_is_required():
@@ -163,11 +168,11 @@ def test_a_command_is_required():
 def test_options_are_derived_from_the_config_dataclass():
     parser = cli.build_parser()
     args = parser.parse_args(["digits", "--heads", "mixer", "fno", "--beta", "1e-2", "1e-3",
-                              "--n-gates", "attention=3", "--no-baseline", "--out", "x"])
+                              "--n-gates", "attention=3", "--baselines", "none", "--out", "x"])
     config = cli.config_from_args(DigitsConfig, args)
     assert config == DigitsConfig(heads=("mixer", "fno"), beta=(1e-2, 1e-3),
-                                  n_gates={**DEFAULT_GATES, "attention": 3}, baseline=False,
-                                  out="x")
+                                  n_gates={**DEFAULT_GATES, "attention": 3},
+                                  baselines=("none",), out="x")
     untouched = cli.config_from_args(DigitsConfig, parser.parse_args(["digits"]))
     assert untouched == DigitsConfig()
 

@@ -1,10 +1,10 @@
-"""The digits job's data and experiment (src/cvxattn/digits.py)."""
+"""The digits job (src/cvxattn/digits.py): its tokens, and the table protocol on them."""
 
 import numpy as np
 import pytest
 
 import cvxattn as ca
-from cvxattn import digits
+from cvxattn import digits, table
 from cvxattn.digits import DigitsConfig
 
 
@@ -91,10 +91,12 @@ def test_split_rejects_a_subset_larger_than_its_split():
     ({"n_gates": {"vit": 3}}, "n_gates: expected HEAD=M"),
     ({"bfno_groups": 3}, "bfno_groups: expected B dividing d = 4 and c = 10"),
     ({"n_train": 9}, "n_train: expected an integer ≥ 10"),
+    ({"n_test": 0}, "n_test: expected a positive integer"),
     ({"tol": 0.0}, r"tol: expected a number in \(0, 1\)"),
     ({"test_size": 1.0}, r"test_size: expected a fraction in \(0, 1\)"),
     ({"max_iter": 0}, "max_iter: expected a positive integer"),
     ({"seed": -1}, "seed: expected an integer ≥ 0"),
+    ({"seeds": 0}, "seeds: expected a positive integer"),
 ])
 def test_config_rejects_bad_values_naming_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -104,29 +106,40 @@ def test_config_rejects_bad_values_naming_the_field(kwargs, message):
 def test_config_normalizes_and_merges_gates():
     config = DigitsConfig(heads=["mixer"], beta=0.01, n_gates={"attention": 3})
     assert config.heads == ("mixer",) and config.beta == (0.01,)
-    assert config.n_gates == {**digits.DEFAULT_GATES, "attention": 3}
-    assert not config.selects_beta and DigitsConfig(beta=(1e-2, 1e-3)).selects_beta
+    assert config.n_gates == {**ca.heads.DEFAULT_GATES, "attention": 3}  # the heads' own
+    assert "probe-full" not in config.baselines and config.bfno_groups == 2
+    with pytest.raises(ValueError, match="baselines: expected names from"):
+        DigitsConfig(baselines=("probe-full",))
 
 
 # -------------------------------------------------------------------- experiment
-def test_run_picks_beta_on_validation_with_a_warm_started_path():
+def test_the_digits_are_a_data_source_of_the_table_protocol():
+    """The digits' rows are the table protocol's (cvxattn.table) on the digits' tokens,
+    standardized with the training statistics, with its validation split."""
     config = DigitsConfig(heads=("mlp", "fno"), activations=("linear",),
-                          beta=(1e-2, 1e-3), n_train=100, n_test=40, baseline=False)
+                          beta=(1e-2, 1e-3), n_train=100, n_test=40,
+                          baselines=("logistic-tokens",), out="unused")
     data = digits.prepare(config)
+    train, test = digits.digits_tokens(config)
+    expected = table.prepare(config, train, test)
+    np.testing.assert_array_equal(data.X_train, expected.X_train)
+    np.testing.assert_array_equal(data.fit_mask, expected.fit_mask)
+    np.testing.assert_allclose(data.X_train.reshape(-1, 4).mean(0), 0, atol=1e-5)
     assert data.fit_mask.sum() == 80 and len(np.unique(data.y_train[~data.fit_mask])) == 10
-    rows = digits.run(config, data)
-    assert [r["head"] for r in rows] == ["mlp", "fno"]
-    for row in rows:
-        assert row["beta"] in config.beta
+    rows = list(table.iter_rows(config, data))
+    assert [r["head"] for r in rows] == ["mlp", "fno", "logistic (tokens)"]
+    for row in rows[:2]:
+        assert row["beta"] in [b for b, *_ in row["path"]]
         assert 0.0 <= row["val_acc"] <= 1.0 and row["select_seconds"] > 0
         assert row["status"] == "optimal" and row["gap"] <= config.tol
 
 
-def test_fit_head_matches_a_direct_solve():
+def test_a_digits_row_matches_a_direct_solve():
     config = DigitsConfig(heads=("attention",), activations=("gated",), n_train=60,
-                          n_test=30, n_gates={"attention": 2}, baseline=False)
+                          n_test=30, n_gates={"attention": 2}, beta=(1e-3,), tol=1e-6,
+                          baselines=("none",), out="unused")
     data = digits.prepare(config)
-    row = digits.fit_head(config, data, "attention", "gated")
+    row = next(table.iter_rows(config, data))
     head = ca.heads.SelfAttention(activation="gated", n_gates=2, seed=0)
     solution = ca.solve(ca.Problem(head, data.X_train, data.y_train, beta=1e-3), tol=1e-6)
     assert row["objective"] == pytest.approx(solution.objective, rel=1e-6)
@@ -137,7 +150,7 @@ def test_fit_head_matches_a_direct_solve():
 
 def test_a_fit_that_stops_early_reports_its_status_and_gap_without_warning():
     config = DigitsConfig(heads=("mlp",), activations=("gated",), n_train=60, n_test=30,
-                          max_iter=3, baseline=False)
-    row = digits.run(config)[0]  # warnings are errors in this test suite
+                          max_iter=3, beta=(1e-3,), baselines=("none",), out="unused")
+    row = next(table.iter_rows(config, digits.prepare(config)))  # warnings are errors here
     assert row["status"] != "optimal" and row["gap"] > config.tol
     assert row["notes"] and "tol" in row["notes"][0]

@@ -154,23 +154,21 @@ def _option_error(message: str, cls) -> str:
 
 # ----------------------------------------------------------------------- commands
 DIGITS_DESCRIPTION = """\
-Fit every convex head of cvxattn (mlp, attention, mixer, fno, bfno; linear and gated) on
-scikit-learn's bundled 8x8 digits (1797 images, no download) and print a table: test
-accuracy, training objective, certified relative duality gap (P - D)/|P|, heads of the
-equivalent network (sum of the ranks of the convex blocks) and fit time.
-
-Each image is cut into 2x2-pixel patches on a 4x4 grid: 16 tokens of 4 features (pixels / 16,
-row-major), split 75/25 stratified with --seed. Each head is solved by FISTA until its duality
-gap proves it is within --tol of the global optimum; a fit that stops first shows its status
-and its actual gap. Progress goes to stderr, the table to stdout."""
+The table protocol of `cvxattn table` on scikit-learn's bundled 8x8 digits (1797 images, no
+download): every convex head of cvxattn (mlp, attention, mixer, fno, bfno; linear and gated)
+with beta picked on a validation split and certified to --tol, each head's own network, and
+the baselines. Each image is cut into 2x2-pixel patches on a 4x4 grid: 16 tokens of 4
+features (pixels / 16, row-major), split 75/25 stratified with --seed. Progress goes to
+stderr, the table to stdout; the files (table.md, .csv, .json, accuracy.png, gap.png) to
+--out."""
 
 DIGITS_EPILOG = """\
 examples:
-  cvxattn digits                                  # the full job (about 3 minutes on 2 cores)
+  cvxattn digits                                  # the whole job
   cvxattn digits --n-train 200 --n-test 100       # a quick run on a subset
   cvxattn digits --heads attention mixer --activations gated --n-gates attention=10
-  cvxattn digits --beta 1e-2 3e-3 1e-3 3e-4       # β per head, picked on validation
-  cvxattn digits --out results/digits             # also write digits.md and digits.json"""
+  cvxattn digits --beta 1e-3 --baselines none     # one beta, the convex heads only
+  cvxattn digits --seeds 3 --out results/digits   # mean and deviation over three seeds"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,60 +272,13 @@ def _collect(rows, threads: _Threads | None = None) -> tuple[list[dict], bool]:
     return done, False
 
 
-def _digits_notes(rows: list[dict]) -> list[str]:
-    notes = []
-    if any(r["head"] == "logistic" for r in rows):
-        notes.append("logistic: scikit-learn LogisticRegression (lbfgs, C = 1) on the flattened "
-                     "tokens (all 64 pixels); not a convex head, so no objective or gap.")
-    notes.append("rel. gap: certified (P − D)/|P| from the duality certificate (SPEC.md §4); "
-                 "heads (rank): Σ_g rank Z_g, the heads of the equivalent network.")
-    for r in rows:
-        for message in r.get("notes", []):
-            notes.append(f"{r['head']} {r['activation']}: {message}")
-    return notes
-
-
 def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
                argv: Sequence[str]) -> int:
-    """``cvxattn digits``: fit, print the table; Ctrl-C prints the rows done so far (exit 130)."""
+    """``cvxattn digits``: the table protocol on the digits' tokens."""
     start = time.perf_counter()
     config, data = _configured(parser, _digits.DigitsConfig, args, _digits.prepare)
-    if config.out is not None:
-        _make_out(parser, config.out)
-
-    _progress(f"digits: {len(data.y_train)} training and {len(data.y_test)} test images, "
-              f"16 tokens × 4 features (2×2 patches, 4×4 grid), seed {config.seed}")
-    with _Threads(config.threads) as threads:
-        rows, interrupted = _collect(_digits.iter_rows(config, data, progress=_progress),
-                                     threads)
-    total = time.perf_counter() - start
-    table = format_table(rows, _digits.table_columns(config))
-    notes = _digits_notes(rows)
-    if interrupted:
-        notes.insert(0, f"interrupted: {len(rows)} of the requested fits are done.")
-    summary = (f"digits: {len(data.y_train)} train / {len(data.y_test)} test images; "
-               f"total wall time {total:.1f} s")
-    print(table)
-    print()
-    for note in notes:
-        print(f"- {note}")
-    print(summary)
-    if config.out is not None:
-        env = environment(command=shlex.join(["cvxattn", *argv]))
-        markdown = "\n".join(
-            ["# cvxattn digits", "",
-             f"- command: `{env['command']}`", f"- date (UTC): {env['date']}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-             + f", Python {env['python']}",
-             f"- {summary}", "", table, ""] + [f"- {note}" for note in notes]) + "\n"
-        md_path = write_atomic(config.out / "digits.md", markdown)
-        json_path = write_json(config.out / "digits.json", {
-            "manifest": env, "config": dataclasses.asdict(config),
-            "n_train": len(data.y_train), "n_test": len(data.y_test),
-            "total_seconds": total, "interrupted": interrupted, "rows": rows,
-            "notes": notes})
-        _progress(f"wrote {md_path} and {json_path}")
-    return 130 if interrupted else 0
+    _make_out(parser, config.out)
+    return _run_table(config, data, _digits.prepare, argv, "cvxattn digits", start)
 
 
 FEATURES_DESCRIPTION = """\

@@ -1,4 +1,4 @@
-"""The main job: every convex head fitted on scikit-learn's 8×8 digits, certified, tabulated.
+"""A small job on scikit-learn's 8×8 digits: a data source for the table protocol.
 
 Data. ``sklearn.datasets.load_digits`` (1797 images bundled inside scikit-learn, pixels
 0..16) cut into 2×2-pixel patches on a 4×4 grid: tokens X (n, s=16, d=4), row-major token order
@@ -6,35 +6,30 @@ t = r·4 + q, each token the 4 pixels of its patch (row-major inside the patch),
 so that X ∈ [0, 1]. A seeded stratified split (75/25) gives the train and test sets;
 ``n_train`` / ``n_test`` take nested stratified subsets of them for quick runs.
 
-Experiment. For each head of :data:`cvxattn.heads.REGISTRY` and each activation, the convex
-program (SPEC.md §1) is solved by :func:`cvxattn.solve` to a certified relative duality gap
-≤ ``tol``. With one β every head uses it; with several, each head picks its own β on a
-validation split carved from the training set (a warm-started path from the largest β down,
-solved to ``select_tol``), then is refitted on the whole training set at that β, warm-started
-from the path — the paper's protocol (SPEC.md §6).
+Experiment. Exactly ``cvxattn table``'s (:mod:`cvxattn.table`): the tokens are two
+:class:`~cvxattn.features.TokenSet` objects fed to :func:`cvxattn.table.prepare` and
+:func:`cvxattn.table.iter_rows`, so every convex head picks β on validation and is certified,
+next to the same baselines (all but ``probe-full``: there are no backbone channels here).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
-from .files import check_folder
 from . import heads
-from .heads import REGISTRY, create
-from .protocol import (checked_betas, checked_gates, checked_names, fit_convex, is_count,
-                       is_positive, stratified_subset)
-from .report import Column
+from .checks import is_integer
+from .features import TokenSet
+from .protocol import stratified_subset
+from .table import BASELINES, ProtocolConfig, TableData
+from .table import prepare as prepare_table
 
-__all__ = ["DigitsConfig", "DigitsData", "patch_tokens", "load_digits_tokens",
-           "stratified_subset", "split_digits", "prepare", "fit_head",
-           "fit_baseline", "iter_rows", "run", "table_columns",
-           "DEFAULT_GATES", "ACTIVATIONS"]
+__all__ = ["DigitsConfig", "patch_tokens", "load_digits_tokens", "split_digits",
+           "digits_tokens", "prepare", "BASELINES_DIGITS"]
 
 N_CLASSES = 10
 PIXEL_MAX = 16.0  # load_digits pixels are integers 0..16
@@ -42,10 +37,7 @@ PATCH = 2  # 2×2-pixel patches: 8×8 images → 4×4 grid of 16 tokens with d =
 IMAGE_SIDE = 8
 GRID = (IMAGE_SIDE // PATCH, IMAGE_SIDE // PATCH)
 N_FEATURES = PATCH * PATCH
-ACTIVATIONS = ("linear", "gated")
-# The paper (SPEC.md §6) uses m = 100 gates for the MLP and 5 heads for self-attention; the
-# attention-type heads all get 5 here, which keeps their sizes comparable and the job short.
-DEFAULT_GATES = heads.DEFAULT_GATES  # the heads' own defaults
+BASELINES_DIGITS = tuple(b for b in BASELINES if b != "probe-full")  # no backbone channels
 
 
 def _meta(text: str, **kw) -> dict:
@@ -53,9 +45,11 @@ def _meta(text: str, **kw) -> dict:
     return {"help": text, **kw}
 
 
-@dataclass(frozen=True)
-class DigitsConfig:
-    """Everything the digits job depends on; ``cvxattn digits`` options are derived from it.
+@dataclass(frozen=True, kw_only=True)
+class DigitsConfig(ProtocolConfig):
+    """``cvxattn digits``: the table protocol's options, the digits' own (the split and its
+    subsets), and the defaults these tokens need (B = 2 groups: d = 4; every head's own
+    gates; no ``probe-full``).
 
     >>> DigitsConfig(beta=(1e-3,), heads=("mlp",)).heads
     ('mlp',)
@@ -65,27 +59,17 @@ class DigitsConfig:
     ValueError: beta: expected distinct finite numbers > 0, got (-1.0,)
     """
 
-    heads: tuple[str, ...] = field(default=tuple(REGISTRY), metadata=_meta(
-        "heads to fit, from cvxattn.heads.REGISTRY", choices=tuple(REGISTRY), metavar="HEAD"))
-    activations: tuple[str, ...] = field(default=ACTIVATIONS, metadata=_meta(
-        "activations to fit for each head", choices=ACTIVATIONS, metavar="ACTIVATION"))
-    beta: tuple[float, ...] = field(default=(1e-3,), metadata=_meta(
-        "β, the weight of the block nuclear norm (the objective is a mean over samples). One "
-        "value: every head uses it. Several: each head picks its own on a validation split "
-        "of the training set (warm-started path from the largest β), then is refitted on the "
-        "whole training set", metavar="BETA"))
-    tol: float = field(default=1e-6, metadata=_meta(
-        "stop each final fit at this certified relative duality gap (P − D)/|P|"))
-    max_iter: int = field(default=5000, metadata=_meta(
-        "FISTA iteration limit per solve; a fit that stops before reaching --tol is "
-        "reported with its status and its actual gap", metavar="N"))
-    n_gates: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_GATES),
-                                       metadata=_meta(
+    GATE_DEFAULTS = heads.DEFAULT_GATES
+
+    n_gates: Mapping[str, int] = field(default_factory=lambda: dict(heads.DEFAULT_GATES), metadata=_meta(
         "gates m of the gated heads (per group for bfno), as HEAD=M pairs; heads not named "
         "keep their default", metavar="HEAD=M"))
     bfno_groups: int = field(default=2, metadata=_meta(
         f"groups B of the block FNO; B must divide d = {N_FEATURES} and c = {N_CLASSES}",
         metavar="B"))
+    baselines: tuple[str, ...] = field(default=BASELINES_DIGITS, metadata=_meta(
+        "baselines (see `cvxattn table --help`), or none", choices=BASELINES_DIGITS + ("none",),
+        metavar="BASELINE"))
     n_train: int | None = field(default=None, metadata=_meta(
         "fit on a stratified subset of this many training images (default: the whole "
         "training split)", metavar="N"))
@@ -94,68 +78,27 @@ class DigitsConfig:
         "split)", metavar="N"))
     test_size: float = field(default=0.25, metadata=_meta(
         "fraction of the 1797 images held out for testing", metavar="FRACTION"))
-    val_fraction: float = field(default=0.2, metadata=_meta(
-        "fraction of the training set held out to pick β, with several --beta values",
-        metavar="FRACTION"))
-    select_tol: float = field(default=1e-4, metadata=_meta(
-        "relative duality gap of the path solves that pick β, with several --beta values",
-        metavar="TOL"))
-    seed: int = field(default=0, metadata=_meta(
-        "seed of the split, the subsets and the gates"))
-    baseline: bool = field(default=True, metadata=_meta(
-        "add a scikit-learn LogisticRegression row (lbfgs, C = 1) on the flattened tokens "
-        "(all 64 pixels)"))
-    threads: int = field(default=1, metadata=_meta(
-        "torch intra-op threads, set by the command line for the run (library code never "
-        "sets them); 1 is fastest for these small problems (more threads are much slower "
-        "when the machine is busy)", metavar="N"))
-    out: Path | None = field(default=None, metadata=_meta(
-        "write the table to DIR/digits.md and DIR/digits.json (atomically, with the "
-        "command line, the library versions, the date and this configuration)",
-        metavar="DIR"))
+    out: Path = field(default=Path("results/digits"), metadata=_meta(
+        "folder for table.md, table.csv, table.json, accuracy.png and gap.png (written "
+        "atomically)", metavar="DIR"))
 
     def __post_init__(self):
-        def fix(name, value):
-            object.__setattr__(self, name, value)
-
-        fix("heads", checked_names("heads", self.heads, tuple(REGISTRY)))
-        fix("activations", checked_names("activations", self.activations, ACTIVATIONS))
-        fix("beta", checked_betas(self.beta))
-        if self.out is not None:
-            fix("out", check_folder(self.out, "out"))
-        for name in ("tol", "select_tol"):
-            value = getattr(self, name)
-            if not is_positive(value) or value >= 1:
-                raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
-        for name in ("test_size", "val_fraction"):
-            value = getattr(self, name)
-            if not (isinstance(value, Real) and 0 < value < 1):
-                raise ValueError(f"{name}: expected a fraction in (0, 1), got {value!r}")
-        for name in ("max_iter", "threads"):
-            if not is_count(getattr(self, name)):
-                raise ValueError(f"{name}: expected a positive integer, got "
-                                 f"{getattr(self, name)!r}")
-        fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
+        super().__post_init__()
+        if "probe-full" in self.baselines:
+            raise ValueError(f"baselines: expected names from {BASELINES_DIGITS} (the digits "
+                             "have no backbone channels for probe-full)")
         B = self.bfno_groups
-        if not is_count(B) or N_FEATURES % B or N_CLASSES % B:
+        if N_FEATURES % B or N_CLASSES % B:
             raise ValueError(f"bfno_groups: expected B dividing d = {N_FEATURES} and c = "
                              f"{N_CLASSES} (1 or 2), got {B!r}")
-        if self.n_train is not None and (not is_count(self.n_train) or self.n_train < N_CLASSES):
+        if self.n_train is not None and not is_integer(self.n_train, N_CLASSES):
             raise ValueError(f"n_train: expected an integer ≥ {N_CLASSES} (one image per "
                              f"class), got {self.n_train!r}")
-        if self.n_test is not None and not is_count(self.n_test):
+        if self.n_test is not None and not is_integer(self.n_test, 1):
             raise ValueError(f"n_test: expected a positive integer, got {self.n_test!r}")
-        if not (isinstance(self.seed, Integral) and not isinstance(self.seed, bool)
-                and self.seed >= 0):
-            raise ValueError(f"seed: expected an integer ≥ 0, got {self.seed!r}")
-        if self.out is not None:
-            fix("out", Path(self.out))
-            if self.out.exists() and not self.out.is_dir():
-                raise ValueError(f"out: expected a directory, got the file {str(self.out)!r}")
-
-    @property
-    def selects_beta(self) -> bool:
-        return len(self.beta) > 1
+        value = self.test_size
+        if not (isinstance(value, Real) and not isinstance(value, bool) and 0 < value < 1):
+            raise ValueError(f"test_size: expected a fraction in (0, 1), got {value!r}")
 
 
 # ---------------------------------------------------------------------------------- data
@@ -176,7 +119,7 @@ def patch_tokens(images, patch: int = PATCH) -> np.ndarray:
     if images.ndim != 3:
         raise ValueError(f"images: expected shape (n, H, W), got {images.shape}")
     n, H, W = images.shape
-    if not is_count(patch) or H % patch or W % patch:
+    if not is_integer(patch, 1) or H % patch or W % patch:
         raise ValueError(f"patch: expected a positive integer dividing H = {H} and W = {W}, "
                          f"got {patch!r}")
     h, w = H // patch, W // patch
@@ -210,109 +153,22 @@ def split_digits(y: np.ndarray, test_size: float = 0.25, seed: int = 0,
     return train, test
 
 
-@dataclass(frozen=True)
-class DigitsData:
-    """The tokens and labels of one run: train (and, when picking β, fit/validation) and test."""
-
-    X_train: np.ndarray  # (n_train, 16, 4)
-    y_train: np.ndarray  # (n_train,)
-    X_test: np.ndarray  # (n_test, 16, 4)
-    y_test: np.ndarray  # (n_test,)
-    train_index: np.ndarray  # rows of load_digits
-    test_index: np.ndarray
-    fit_mask: np.ndarray | None = None  # (n_train,) True: fit, False: validation
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return GRID
-
-
-def prepare(config: DigitsConfig) -> DigitsData:
-    """Load, tokenize and split the digits as ``config`` says (ValueError on impossible sizes)."""
+def digits_tokens(config: DigitsConfig) -> tuple[TokenSet, TokenSet]:
+    """The training and test tokens ``config`` asks for, as token sets (no backbone: the
+    features are the pixels, so ``features_mean`` is None)."""
     X, y = load_digits_tokens()
     train, test = split_digits(y, config.test_size, config.seed, config.n_train, config.n_test)
-    fit_mask = None
-    if config.selects_beta:
-        n_val = round(config.val_fraction * len(train))
-        val = stratified_subset(train, y, max(n_val, 1), config.seed + 2)
-        fit_mask = ~np.isin(train, val)
-        for part, name in ((y[train[fit_mask]], "fit"), (y[val], "validation")):
-            if len(np.unique(part)) < N_CLASSES:
-                raise ValueError(f"val_fraction: the {name} part of {len(train)} training "
-                                 f"images lacks a class; expected every one of the "
-                                 f"{N_CLASSES} in both (raise n_train or change val_fraction)")
-    return DigitsData(X[train], y[train], X[test], y[test], train, test, fit_mask)
+    classes = tuple(str(k) for k in range(N_CLASSES))
+
+    def tokens(index, split):
+        manifest = {"request": {"dataset": {"name": "digits", "split": split,
+                                            "n_images": len(y)}}}
+        return TokenSet(X=X[index].astype(np.float32), y=y[index], indices=index,
+                        classes=classes, grid=GRID, manifest=manifest)
+
+    return tokens(train, "train"), tokens(test, "test")
 
 
-# ------------------------------------------------------------------------------ experiment
-def fit_head(config: DigitsConfig, data: DigitsData, name: str, activation: str) -> dict:
-    """One row of the table: the head fitted (β picked on validation if asked), certified."""
-    gated = activation == "gated"
-    head = create(name, activation, config.n_gates[name], config.seed, data.grid,
-                  config.bfno_groups)
-    row, _ = fit_convex(head, data, config.beta, config.tol, config.select_tol,
-                        config.max_iter)
-    return {"head": name, "activation": activation,
-            "gates": config.n_gates[name] if gated else None, **row}
-
-
-def fit_baseline(data: DigitsData) -> dict:
-    """scikit-learn's LogisticRegression (lbfgs, C = 1) on the flattened tokens (64 pixels).
-
-    Not a convex head of this library: its objective is scikit-learn's and no duality gap is
-    computed, so those cells stay empty."""
-    from sklearn.linear_model import LogisticRegression
-
-    start = time.perf_counter()
-    flat = data.X_train.reshape(len(data.X_train), -1)  # (n, 64)
-    model = LogisticRegression(max_iter=10_000).fit(flat, data.y_train)
-    seconds = time.perf_counter() - start
-    return {"head": "logistic", "activation": "linear", "gates": None, "beta": None,
-            "val_acc": None,
-            "train_acc": float(model.score(flat, data.y_train)),
-            "test_acc": float(model.score(data.X_test.reshape(len(data.X_test), -1),
-                                          data.y_test)),
-            "objective": None, "lower_bound": None, "gap": None, "status": None,
-            "heads": None, "iterations": int(np.max(model.n_iter_)), "certificate": None,
-            "seconds": seconds, "select_seconds": None, "notes": []}
-
-
-def iter_rows(config: DigitsConfig, data: DigitsData | None = None,
-              progress: Callable[[str], None] | None = None) -> Iterator[dict]:
-    """Fit every requested head, then the baseline; yield each row as soon as it is done."""
-    data = prepare(config) if data is None else data
-    jobs = [(h, a) for h in config.heads for a in config.activations]
-    for k, (name, activation) in enumerate(jobs, 1):
-        row = fit_head(config, data, name, activation)
-        if progress is not None:
-            progress(f"[{k}/{len(jobs)}] {name} {activation}: β={row['beta']:g} "
-                     f"test acc {100 * row['test_acc']:.2f}%  gap {row['gap']:.1e} "
-                     f"({row['status']})  {row['seconds']:.1f}s")
-        yield row
-    if config.baseline:
-        yield fit_baseline(data)
-
-
-def run(config: DigitsConfig, data: DigitsData | None = None,
-        progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Fit every requested head (and the baseline); return one row dict per model."""
-    return list(iter_rows(config, data, progress))
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def table_columns(config: DigitsConfig) -> list[Column]:
-    """The columns of the printed table (the JSON keeps every key of the rows)."""
-    cols = [Column("head"), Column("activation"), Column("gates", "gates m", "d"),
-            Column("beta", "β", "g")]
-    if config.selects_beta:
-        cols.append(Column("val_acc", "val acc %", _percent))
-    cols += [Column("test_acc", "test acc %", _percent), Column("objective", fmt=".6f"),
-             Column("gap", "rel. gap", ".2e"), Column("status"),
-             Column("heads", "heads (rank)", "d"), Column("iterations", "iters", "d"),
-             Column("seconds", "fit s", ".1f")]
-    if config.selects_beta:
-        cols.append(Column("select_seconds", "select s", ".1f"))
-    return cols
+def prepare(config: DigitsConfig) -> TableData:
+    """The digits of ``config``, standardized and split for the table protocol."""
+    return prepare_table(config, *digits_tokens(config))

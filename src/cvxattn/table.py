@@ -92,7 +92,10 @@ def _meta(text: str, **kw) -> dict:
 
 @dataclass(frozen=True, kw_only=True)
 class ProtocolConfig:
-    """How the heads and baselines are fitted; shared by ``cvxattn table`` and ``run``."""
+    """How the heads and baselines are fitted; shared by ``cvxattn table``, ``run`` and
+    ``digits``."""
+
+    GATE_DEFAULTS = DEFAULT_GATES  # what --n-gates HEAD=M pairs are merged over
 
     heads: tuple[str, ...] = field(default=tuple(REGISTRY), metadata=_meta(
         "convex heads to fit", choices=tuple(REGISTRY), metavar="HEAD"))
@@ -196,7 +199,7 @@ class ProtocolConfig:
             if self.dtype == "float32" and getattr(self, name) < 1e-5:
                 raise ValueError(f"{name}: expected at least 1e-5 with dtype float32 (its "
                                  f"rounding would swamp the gap), got {getattr(self, name)!r}")
-        fix("n_gates", checked_gates(self.n_gates, DEFAULT_GATES, tuple(REGISTRY)))
+        fix("n_gates", checked_gates(self.n_gates, self.GATE_DEFAULTS, tuple(REGISTRY)))
         check_integer(self.seed, "seed")
 
     @property
