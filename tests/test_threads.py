@@ -25,6 +25,8 @@ def test_free_cores_is_between_one_and_the_usable_cores():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_competing_process_is_seen_and_this_process_is_not():
+    if cpu.usable_cores() < 2 or cpu.others_busy(0.3) > 0.3:
+        pytest.skip("needs two cores and a quiet machine")
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # the interpreter has started and spins
@@ -75,6 +77,22 @@ def test_the_command_line_sets_threads_and_restores_them(monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def test_long_solves_look_again_through_their_callback(monkeypatch):
+    looks = []
+    monkeypatch.setattr(cpu, "free_cores", lambda window=0.25: looks.append(window) or 1)
+    monkeypatch.setattr(cli, "_progress", lambda message: None)
+    with cli._Threads(None) as threads:
+        threads.during_solves()  # just looked: not again before INTERVAL seconds
+        assert looks == [0.25]
+        threads.INTERVAL = 0.0
+        threads.during_solves()
+        assert looks == [0.25, 0.1]
+    with cli._Threads(2) as threads:  # --threads: never looks
+        threads.INTERVAL = 0.0
+        threads.during_solves()
+        assert looks == [0.25, 0.1]
+
+
 def test_rows_are_collected_with_a_check_before_each():
     checks = []
 
@@ -106,7 +124,9 @@ def test_the_library_never_sets_threads(tmp_path):
     torch.set_num_threads(odd)
     try:
         blas = _blas_threads()
-        assert len(list(iter_rows(config, data))) == 6
+        checkpoints = []
+        assert len(list(iter_rows(config, data, callback=checkpoints.append))) == 6
+        assert checkpoints  # every convex solve calls the command line's callback
         assert torch.get_num_threads() == odd and _blas_threads() == blas
     finally:
         torch.set_num_threads(before)

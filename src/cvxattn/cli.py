@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 import time
@@ -215,9 +216,12 @@ class _Threads:
     Pools of as many threads as cores stall when another process takes a core
     (docs/performance.md, "Threads on a shared machine")."""
 
+    INTERVAL = 15.0  # seconds between two looks during a solve
+
     def __init__(self, requested: int | None):
         self.requested = requested
         self.current: int | None = None
+        self._last = -math.inf
 
     def __enter__(self) -> "_Threads":
         from threadpoolctl import ThreadpoolController
@@ -228,14 +232,16 @@ class _Threads:
         self.check()
         return self
 
-    def check(self) -> int:
-        """Set the threads to what the policy says now; returns them."""
+    def check(self, window: float = 0.25) -> int:
+        """Set the threads to what the policy says now (other processes' use measured over
+        ``window`` seconds); returns them."""
         from .cpu import free_cores, usable_cores
 
+        self._last = time.monotonic()
         if self.requested is not None:
             n, why = self.requested, "--threads"
         else:
-            n = free_cores()
+            n = free_cores(window)
             why = f"the cores of {usable_cores()} that other processes leave free"
         if n != self.current:
             torch.set_num_threads(n)
@@ -246,6 +252,12 @@ class _Threads:
                 _progress(f"threads: {n} ({why})")
             self.current = n
         return n
+
+    def during_solves(self, checkpoint=None) -> None:
+        """A solver callback: looks again (over 0.1 s) at most every :attr:`INTERVAL` seconds,
+        so that a long solve does not keep the threads of a machine that has changed."""
+        if self.requested is None and time.monotonic() - self._last >= self.INTERVAL:
+            self.check(0.1)
 
     def __exit__(self, *exc) -> None:
         if self._limits is not None:
@@ -370,8 +382,8 @@ def _run_table(config, data, data_for, argv: Sequence[str], title: str,
             else:
                 _progress(description)
             done, interrupted = _collect(_table.iter_rows(
-                seeded, data, progress=_progress,
-                fitted=fitted if seed == config.seed else None), threads)
+                seeded, data, progress=_progress, fitted=fitted if seed == config.seed else None,
+                callback=threads.during_solves), threads)
             rows += [{**row, "seed": seed} for row in done]
             if interrupted:
                 break

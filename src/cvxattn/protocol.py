@@ -182,10 +182,10 @@ def stratified_subset(index: np.ndarray, y: np.ndarray, size: int, seed: int) ->
 
 
 def solve_recorded(problem: Problem, tol: float, max_iter: int, init: Solution | None = None,
-                   method: str = "auto") -> tuple[Solution, list[str]]:
+                   method: str = "auto", callback=None) -> tuple[Solution, list[str]]:
     """Solve, collecting the solver's ConvergenceWarning as notes (the status says it too)."""
     return recorded(lambda: solve(problem, method=method, tol=tol, max_iter=max_iter,
-                                  init=init))
+                                  init=init, callback=callback))
 
 
 def recorded(call):
@@ -217,14 +217,14 @@ def network_parameters(solution: Solution) -> int:
 
 
 def _beta_path(problem: Problem, betas: list[float], score, patience: int | None,
-               extensions: int, method: str, tol: float, max_iter: int):
+               extensions: int, method: str, tol: float, max_iter: int, callback=None):
     """The warm-started path over ``betas`` (largest first) with early stopping, widened while
     its best β is the smallest or the largest solved: up to ``extensions`` more values, each
     √10 beyond. Returns (β, solution, score) of every solve in path order (largest first)
     and whether the best is still on an edge."""
     step = math.sqrt(10.0)
     found = solve_path(problem, betas, score=score, patience=patience, method=method,
-                       tol=tol, max_iter=max_iter)
+                       tol=tol, max_iter=max_iter, callback=callback)
     solved = list(zip(found.betas, found.solutions, found.scores))
     stopped = found.stopped_early
 
@@ -235,11 +235,12 @@ def _beta_path(problem: Problem, betas: list[float], score, patience: int | None
         k = best()
         if k == len(solved) - 1 and not stopped:  # the smallest β is best: go on down
             more = solve_path(problem, [solved[-1][0] / step], score=score, method=method,
-                              tol=tol, max_iter=max_iter, init=solved[-1][1])
+                              tol=tol, max_iter=max_iter, init=solved[-1][1],
+                              callback=callback)
             solved.append((more.betas[0], more.solutions[0], more.scores[0]))
         elif k == 0 and solved[0][1].n_heads > 0:  # the largest β is best and not zero: up
             more = solve_path(problem, [solved[0][0] * step], score=score, method=method,
-                              tol=tol, max_iter=max_iter)
+                              tol=tol, max_iter=max_iter, callback=callback)
             solved.insert(0, (more.betas[0], more.solutions[0], more.scores[0]))
         else:
             break
@@ -251,7 +252,7 @@ def _beta_path(problem: Problem, betas: list[float], score, patience: int | None
 def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
                select_tol: float, max_iter: int, method: str = "auto",
                n_classes: int | None = None, dtype: torch.dtype = torch.float64,
-               patience: int | None = None, extensions: int = 0
+               patience: int | None = None, extensions: int = 0, callback=None
                ) -> tuple[dict, Solution]:
     """One head fitted by the protocol above; returns its table row and the final solution.
 
@@ -263,7 +264,8 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
     ``dtype``: the arithmetic of the solves. ``patience``: stop the β path after this many
     values without a better validation accuracy; ``extensions``: how many values (√10 apart)
     the path may add beyond the grid while its best β is on the grid's edge; ``edge`` in the
-    row says when it still is.
+    row says when it still is. ``callback``: passed to every solve (called at each of its
+    certificate checkpoints).
     """
     betas = sorted({float(b) for b in betas}, reverse=True)  # warm-started path: largest first
     init, notes, val_acc, select_seconds, path, edge = None, [], None, None, [], ()
@@ -277,7 +279,7 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
                           n_classes=n_classes, dtype=dtype)
         (solved, best, at_edge), _ = recorded(lambda: _beta_path(
             problem, betas, lambda s: accuracy(s, data.X_train[val], data.y_train[val]),
-            patience, extensions, method, select_tol, max_iter))
+            patience, extensions, method, select_tol, max_iter, callback))
         notes += [f"β path {b:g}: stopped with status {s.status} at relative gap {s.gap:.1e} "
                   f"> {select_tol:g}" for b, s, _ in solved if s.status != "optimal"]
         path = [[b, s.n_heads, score] for b, s, score in solved]
@@ -290,7 +292,7 @@ def fit_convex(head: Head, data: Split, betas: Sequence[float], tol: float,
     start = time.perf_counter()
     problem = Problem(head, data.X_train, data.y_train, beta=beta, n_classes=n_classes,
                       dtype=dtype)
-    solution, messages = solve_recorded(problem, tol, max_iter, init, method)
+    solution, messages = solve_recorded(problem, tol, max_iter, init, method, callback)
     seconds = time.perf_counter() - start
     row = {
         "beta": beta, "val_acc": val_acc,

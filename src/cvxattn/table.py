@@ -438,10 +438,11 @@ def fit_network(config: ProtocolConfig, data: TableData, convex: dict, solution)
 
 def iter_rows(config: ProtocolConfig, data: TableData,
               progress: Callable[[str], None] | None = None,
-              fitted: dict | None = None) -> Iterator[dict]:
+              fitted: dict | None = None, callback=None) -> Iterator[dict]:
     """Fit every convex head (and its network), then the baselines; yield rows as they end.
     ``fitted``: a dict that receives {(head, activation): (row, solution)} of every convex
-    head, for what comes after the table (the explanation gallery)."""
+    head, for what comes after the table (the explanation gallery). ``callback``: passed to
+    every convex solve (the command line looks at the free cores again through it)."""
     say = progress or (lambda message: None)
     jobs = [(h, a) for h in config.heads for a in config.activations]
     for k, (name, activation) in enumerate(jobs, 1):
@@ -452,7 +453,7 @@ def iter_rows(config: ProtocolConfig, data: TableData,
                                       config.select_tol, config.max_iter, config.method,
                                       n_classes=data.n_classes,
                                       dtype=DTYPES[config.dtype], patience=config.patience,
-                                      extensions=EXTENSIONS)
+                                      extensions=EXTENSIONS, callback=callback)
         row = _row(name, activation, "cvxattn",
                    gates=config.n_gates[name] if gated else None, **values)
         if fitted is not None:
