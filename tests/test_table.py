@@ -234,7 +234,7 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
     out = tmp_path / "results"
     argv = ["run", "--root", str(root), "--n-train", "30", "--n-test", "10", "--d", "10",
             "--val-fraction", "0.34", "--heads", "mlp", "fno", "--activations", "linear",
-            "--beta", "0.1", "--baselines", "logistic-tokens", "--cache",
+            "--beta", "0.1", "--baselines", "logistic-tokens", "--pool", "avg", "--cache",
             str(tmp_path / "features"),
             "--model-cache", str(tmp_path / "models"), "--out", str(out)]
     assert main(argv) == 0
@@ -253,7 +253,8 @@ def test_run_extracts_real_backbone_tokens_then_prints_the_table(tmp_path, capsy
         main([*argv[:3], "--n-train", "31", *argv[5:]])
     assert exit_info.value.code == 2
     assert "argument --n-train: expected at most the 30 images" in capsys.readouterr().err
-    # --pool pca: the training cache fits the PCA, the test cache is projected with it
+    # --pool pca (the default): the training cache fits the PCA, the test cache is projected
+    # with it
     assert main([*argv[:-2], "--pool", "pca", "--gallery", "0", "--baselines", "none",
                  "--out", str(tmp_path / "pca")]) == 0
     pca = {p.name: load(p) for p in (tmp_path / "features").iterdir() if "-pca" in p.name}

@@ -342,10 +342,10 @@ class RunConfig(ProtocolConfig):
         "use every training and test image (ignores --n-train and --n-test)"))
     d: int = field(default=RUN_D, metadata=_meta(
         "features per token after reducing the backbone's 1280 (see --pool)", metavar="D"))
-    pool: str = field(default="avg", metadata=_meta(
-        "avg: average d groups of neighbouring channels; pca: project on the top d principal "
-        "components of the training tokens (the test tokens with the same projection)",
-        choices=POOLS))
+    pool: str = field(default="pca", metadata=_meta(
+        "pca: project on the top d principal components of the training tokens (the test "
+        "tokens with the same projection); avg: average d groups of neighbouring channels "
+        "(the paper's pooling)", choices=POOLS))
     image_size: int = field(default=224, metadata=_meta(
         "backbone input size: 224 gives 7×7 = 49 tokens", metavar="PIXELS"))
     batch_size: int = field(default=32, metadata=_meta("images per backbone batch",

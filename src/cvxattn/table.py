@@ -69,8 +69,9 @@ ACTIVATIONS = ("linear", "gated")
 # The heads' own defaults (SPEC.md §6: m = 100 gates for the MLP, 5 heads for self-attention,
 # B = 5 for the B-FNO, 5 for the other attention-type heads), but the gated Mixer's design has
 # s²·d columns per gate (24,010 at 49 tokens of d = 10) and FISTA needs many passes through it:
-# it gets 2 gates so that the main job ends within 15 minutes on 2 cores (--n-gates mixer=5).
-DEFAULT_GATES = {**heads.DEFAULT_GATES, "mixer": 2}
+# it gets 1 gate so that the main job ends within 15 minutes on 2 cores (--n-gates mixer=5;
+# with 2 gates on PCA tokens it alone took 8 minutes of the job, 2026-12-06).
+DEFAULT_GATES = {**heads.DEFAULT_GATES, "mixer": 1}
 BASELINES = ("logistic-mean", "logistic-tokens", "probe-full", "mlp", "attention", "attentive",
              "networks")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
