@@ -115,9 +115,10 @@ class ProtocolConfig:
         "certify every final fit to this relative duality gap (P − D)/|P|"))
     select_tol: float = field(default=1e-2, metadata=_meta(
         "relative duality gap of the path solves that pick β", metavar="TOL"))
-    max_iter: int = field(default=5000, metadata=_meta(
+    max_iter: int = field(default=10_000, metadata=_meta(
         "solver iteration limit per solve; a fit that stops before --tol is reported with "
-        "its status and its actual gap", metavar="N"))
+        "its status and its actual gap (the gated MLP at β ≤ 1e-4 needs 4,000 to 6,000 "
+        "FISTA iterations to a gap of 1e-3)", metavar="N"))
     method: str = field(default="auto", metadata=_meta(
         "solver: auto (by size and memory), fista, hybrid or factorized", choices=METHODS))
     dtype: str = field(default="float64", metadata=_meta(
