@@ -348,9 +348,11 @@ TABLE_DESCRIPTION = """\
 The paper's protocol (SPEC.md §6) on two token caches written by `cvxattn features`: every
 convex head (linear and gated) with β picked on a validation split along a warm-started path,
 refitted on the whole training set and certified to --tol; each head's own network trained by
-AdamW on the same objective; scikit-learn's LogisticRegression; and the MLP and softmax
-multi-head attention heads people train with AdamW. Tokens are standardized with the training
-set's statistics. Prints the table (test accuracy, train objective, certified gap, heads,
+AdamW on the same objective; and the baselines people use: logistic regression on the mean
+token and on the tokens, the linear probe on all the backbone's channels, and the ReLU MLP,
+softmax attention and the attentive probe trained by AdamW, every hyperparameter picked on
+validation. --seeds N repeats it all over N seeds (mean and standard deviation). Tokens are
+standardized with the training set's statistics. Prints the table (test accuracy, train objective, certified gap, heads,
 parameters, fit time) and writes it to --out as Markdown, CSV and JSON, with two figures:
 accuracy by model (accuracy.png) and the gap against time of every final solve (gap.png).
 Progress goes to stderr, the table to stdout."""
@@ -441,13 +443,16 @@ def run_table(args: argparse.Namespace, parser: argparse.ArgumentParser,
 RUN_DESCRIPTION = """\
 The main job, offline: tokens of a seeded subset of Fashion-MNIST (Debian's
 dataset-fashion-mnist, or --root) from the frozen ImageNet EfficientNet-Lite0 at 224 px (7×7 =
-49 tokens, features average-pooled to --d), cached under --cache; then `cvxattn table` on them
+49 tokens, the 1280 channels reduced to --d by a PCA of the training tokens, or averaged with
+--pool avg), cached under --cache; then `cvxattn table` on them
 (every convex head certified to --tol, their networks and the baselines). --full uses all
 60,000 training and 10,000 test images. Prints the table and where the files are."""
 
 RUN_EPILOG = """\
 examples:
-  cvxattn run                          # the default subset (about 5 minutes on 2 cores)
+  cvxattn run                          # the default subset (about 12 minutes on 2 cores)
+  cvxattn run --seeds 3 --out results/seeds   # mean and deviation over three seeds
+  cvxattn run --pool avg               # the paper's pooling instead of PCA
   cvxattn run --full --dtype float32 --epochs 10 --out results/full   # about an hour
   cvxattn run --n-train 2000 --n-test 500 --heads mlp attention"""
 
