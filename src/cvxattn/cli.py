@@ -28,7 +28,7 @@ from . import __version__
 from . import digits as _digits
 from . import pipeline as _pipeline
 from . import table as _table
-from .report import environment, format_table, write_atomic, write_json
+from .report import environment, format_table
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args"]
 
@@ -352,8 +352,9 @@ AdamW on the same objective; and the baselines people use: logistic regression o
 token and on the tokens, the linear probe on all the backbone's channels, and the ReLU MLP,
 softmax attention and the attentive probe trained by AdamW, every hyperparameter picked on
 validation. --seeds N repeats it all over N seeds (mean and standard deviation). Tokens are
-standardized with the training set's statistics. Prints the table (test accuracy, train objective, certified gap, heads,
-parameters, fit time) and writes it to --out as Markdown, CSV and JSON, with two figures:
+standardized with the training set's statistics. Prints the table (test accuracy, train
+objective, certified gap, heads, parameters, fit time) and writes it to --out as Markdown,
+CSV and JSON, with two figures:
 accuracy by model (accuracy.png) and the gap against time of every final solve (gap.png).
 Progress goes to stderr, the table to stdout."""
 

@@ -61,7 +61,8 @@ class DigitsConfig(ProtocolConfig):
 
     GATE_DEFAULTS = heads.DEFAULT_GATES
 
-    n_gates: Mapping[str, int] = field(default_factory=lambda: dict(heads.DEFAULT_GATES), metadata=_meta(
+    n_gates: Mapping[str, int] = field(
+        default_factory=lambda: dict(heads.DEFAULT_GATES), metadata=_meta(
         "gates m of the gated heads (per group for bfno), as HEAD=M pairs; heads not named "
         "keep their default", metavar="HEAD=M"))
     bfno_groups: int = field(default=2, metadata=_meta(

@@ -70,7 +70,7 @@ ACTIVATIONS = ("linear", "gated")
 # B = 5 for the B-FNO, 5 for the other attention-type heads), but the gated Mixer's design has
 # s²·d columns per gate (24,010 at 49 tokens of d = 10) and FISTA needs many passes through it:
 # it gets 1 gate so that the main job ends within 15 minutes on 2 cores (--n-gates mixer=5;
-# with 2 gates on PCA tokens it alone took 8 minutes of the job, 2026-12-06).
+# with 2 gates on PCA tokens its final solve alone took 202 s, 2026-12-06).
 DEFAULT_GATES = {**heads.DEFAULT_GATES, "mixer": 1}
 BASELINES = ("logistic-mean", "logistic-tokens", "probe-full", "mlp", "attention", "attentive",
              "networks")
@@ -510,8 +510,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     """One row per model (:data:`MODEL_KEYS`) over the seeds of ``rows`` (each with its
     ``seed``), in order of first appearance: ``seeds``, the β of each seed (``betas``),
     ``val_acc`` and ``test_acc`` as means with their sample standard deviations
-    (``val_acc_std``, ``test_acc_std``; 0 for one seed; both as ``*_pm`` pairs), the worst ``gap`` and every
-    ``status``, the mean of :data:`_MEANS`, and the hyperparameters at an edge for any seed."""
+    (``val_acc_std``, ``test_acc_std``; 0 for one seed; both as ``*_pm`` pairs), the worst
+    ``gap`` and every ``status``, the mean of :data:`_MEANS`, and the hyperparameters at an
+    edge for any seed."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in MODEL_KEYS), []).append(row)
@@ -521,17 +522,19 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.update(seeds=[r.get("seed") for r in group],
                    betas=[r.get("beta") for r in group] if group[0].get("beta") is not None
                    else None)
-        for name in ("val_acc", "test_acc"):
-            values = [r[name] for r in group if r.get(name) is not None]
+
+        def present(name):
+            return [r[name] for r in group if r.get(name) is not None]
+
+        for name in _MEANS + ("val_acc", "test_acc"):
+            values = present(name)
             out[name] = float(np.mean(values)) if values else None
+        for name in ("val_acc", "test_acc"):
+            values = present(name)
             out[f"{name}_std"] = (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0) \
                 if values else None
             out[f"{name}_pm"] = (out[name], out[f"{name}_std"]) if values else None
-        for name in _MEANS:
-            values = [r[name] for r in group if r.get(name) is not None]
-            out[name] = float(np.mean(values)) if values else None
-        gaps = [r["gap"] for r in group if r.get("gap") is not None]
-        out["gap"] = max(gaps) if gaps else None
+        out["gap"] = max(present("gap"), default=None)
         statuses = sorted({r["status"] for r in group if r.get("status")})
         out["status"] = " ".join(statuses) if statuses else None
         out["edge"] = tuple(sorted({e for r in group for e in r.get("edge", ())}))
