@@ -153,9 +153,12 @@ class FeaturesConfig:
         if self.pool == "pca" and self.split == "test" and self.pca_from is None:
             raise ValueError("pca_from: expected the training cache whose PCA projects the "
                              "test images (a PCA fitted on test images would leak them)")
+        projection = None
         if self.pca_from is not None:
             object.__setattr__(self, "pca_from", Path(self.pca_from))
-            load_projection(self.pca_from)  # a ValueError naming the cache, before any work
+            # read once, before any work (a ValueError names the cache); not a field
+            projection = load_projection(self.pca_from)
+        object.__setattr__(self, "_projection", projection)
         # the folders are checked before any image is read: a cache that cannot be written
         # would otherwise fail after the data set is loaded
         for name in ("cache", "model_cache"):
@@ -167,7 +170,7 @@ class FeaturesConfig:
         """The cache folder of this request."""
         subset = "all" if self.n is None else f"n{self.n}-seed{self.seed}"
         pool = "" if self.pool == "avg" else "-pca" + (
-            "" if self.pca_from is None else load_projection(self.pca_from).sha256[:12])
+            "" if self._projection is None else self._projection.sha256[:12])
         return self.cache / (f"{self.dataset}-{self.split}-efficientnet-lite0-{self.image_size}"
                              f"-d{self.d}{pool}-{subset}")
 
@@ -187,7 +190,7 @@ def extract_features(config: FeaturesConfig, progress: bool = True) -> tuple[Tok
                                  batch_size=config.batch_size, threads=config.threads)
     pool = None
     if config.pool == "pca":
-        pool = "pca" if config.pca_from is None else load_projection(config.pca_from)
+        pool = "pca" if config._projection is None else config._projection
     tokens = extract(images, backbone, config.folder, d=config.d, indices=indices,
                      batch_size=config.batch_size, progress=progress, pool=pool)
     return tokens, time.perf_counter() - start
