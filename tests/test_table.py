@@ -200,6 +200,44 @@ def test_protocol_config_names_the_bad_field():
         ProtocolConfig(n_gates={"mlp": 0})
 
 
+def test_merge_joins_tables_fitted_apart_into_the_table_fitted_at_once(caches, tmp_path,
+                                                                        capsys):
+    """Parts fitted by separate commands merge into the rows, values and order of the whole
+    table; tables fitted under another protocol, or fitting one model twice, are refused."""
+    common = ["table", "--train", str(caches[0]), "--test", str(caches[1]), "--beta", "1e-2",
+              "3e-3", "--n-gates", "mlp=3", "--bfno-groups", "2"]
+
+    def table(name, *argv):
+        assert main([*common, *argv, "--out", str(tmp_path / name)]) == 0
+        return tmp_path / name
+
+    whole = table("whole", "--heads", "mlp", "fno", "--baselines", "logistic-mean")
+    fno = table("fno", "--heads", "fno", "--baselines", "logistic-mean")
+    mlp = table("mlp", "--heads", "mlp", "--baselines", "none")
+    out = tmp_path / "merged"
+    assert main(["merge", "--tables", str(fno), str(mlp), "--out", str(out)]) == 0
+    merged = json.loads((out / "table.json").read_text())
+    expected = json.loads((whole / "table.json").read_text())["rows"]
+    keys = ("head", "activation", "fitted_by", "beta", "objective", "gap", "test_acc", "seed")
+    assert [[r[k] for k in keys] for r in merged["rows"]] == \
+        [[r[k] for k in keys] for r in expected]
+    assert merged["config"]["heads"] == ["fno", "mlp"]
+    assert [s["folder"] for s in merged["manifest"]["sources"]] == [str(fno), str(mlp)]
+    assert "2 tables merged" in (out / "table.md").read_text()
+    for name in ("table.csv", "accuracy.png", "gap.png"):
+        assert (out / name).exists()
+
+    other = table("tol", "--heads", "attention", "--baselines", "none", "--tol", "1e-4")
+    for tables, message in (([mlp, other], "was fitted with tol = 0.0001"),
+                            ([mlp, mlp], "both have the row"),
+                            ([mlp, tmp_path / "none"], "has no readable table.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["merge", "--tables", *map(str, tables), "--out", str(tmp_path / "x")])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert "argument --tables:" in error and message in error
+
+
 def test_table_and_run_help_are_complete(capsys):
     for command, options in (("table", ("--train", "--test", "--heads", "--beta", "--tol",
                                         "--baselines", "--out")),

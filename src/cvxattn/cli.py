@@ -172,6 +172,22 @@ examples:
   cvxattn digits --seeds 3 --out results/digits   # mean and deviation over three seeds"""
 
 
+MERGE_DESCRIPTION = """\
+Join tables written by `cvxattn table`, `run` or `digits` into one: for a long comparison
+split into commands run side by side, each fitting some of the heads (--heads,
+--activations) or baselines (--baselines) on the same data under the same protocol. Every
+other setting must agree (the command names the first that does not), and no model may be
+fitted twice for a seed. The rows take the order of one table; table.json keeps each source's
+command, date and summary."""
+
+MERGE_EPILOG = """\
+example: the linear heads and the baselines beside the gated heads, one thread each (the
+tokens cached first, by `cvxattn features` or an earlier run)
+  cvxattn run --full --activations linear --threads 1 --out results/linear &
+  cvxattn run --full --activations gated --baselines none --threads 1 --out results/gated
+  wait; cvxattn merge --tables results/linear results/gated --out results/full"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cvxattn",
@@ -190,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
          TABLE_DESCRIPTION, TABLE_EPILOG, _table.TableConfig, run_table),
         ("run", "the main job: backbone tokens of Fashion-MNIST, then the comparison table",
          RUN_DESCRIPTION, RUN_EPILOG, _pipeline.RunConfig, run_main),
+        ("merge", "join tables fitted side by side (same data, same protocol) into one",
+         MERGE_DESCRIPTION, MERGE_EPILOG, _table.MergeConfig, run_merge),
         ("explain", "exact explanations of a saved model on cached tokens: figures, "
          "faithfulness, an HTML gallery", EXPLAIN_DESCRIPTION, EXPLAIN_EPILOG,
          _pipeline.ExplainConfig, run_explain),
@@ -391,17 +409,23 @@ def _run_table(config, data, data_for, argv: Sequence[str], title: str,
             if interrupted:
                 break
     total = time.perf_counter() - start
-    by_model = _table.summarize(rows) if config.seeds > 1 else None
-    if by_model:
-        table = format_table(by_model, _table.summary_columns())
+    if config.seeds > 1:
         description += (f"; {config.seeds} seeds ({', '.join(map(str, config.seed_values))}):"
                         " mean ± sample standard deviation")
-    else:
-        table = format_table(rows, _table.table_columns())
-    notes = _table.notes_for(rows)
-    if interrupted:
-        notes.insert(0, f"interrupted: {len(rows)} rows are done.")
-    summary = f"{description}; total wall time {total:.1f} s"
+    notes = [f"interrupted: {len(rows)} rows are done."] if interrupted else []
+    _report(rows, dataclasses.asdict(config), config.seeds > 1,
+            f"{description}; total wall time {total:.1f} s", notes, argv, title, config.out)
+    return 130 if interrupted else 0
+
+
+def _report(rows: list[dict], config: dict, seeds: bool, summary: str, notes: list[str],
+            argv: Sequence[str], title: str, out: Path, sources: list | None = None) -> None:
+    """Print the table of ``rows`` (mean ± sd per model when ``seeds``), its notes and
+    ``summary``, and write its files to ``out``."""
+    by_model = _table.summarize(rows) if seeds else None
+    table = (format_table(by_model, _table.summary_columns()) if by_model
+             else format_table(rows, _table.table_columns()))
+    notes = notes + _table.notes_for(rows)
     print(table)
     print()
     for note in notes:
@@ -410,10 +434,27 @@ def _run_table(config, data, data_for, argv: Sequence[str], title: str,
     manifest = environment(command=shlex.join(["cvxattn", *argv]),
                            packages=("cvxattn", "torch", "numpy", "scikit-learn",
                                      "onnxruntime"))
-    paths = _table.write_outputs(config.out, rows, table, notes, summary, manifest,
-                                 dataclasses.asdict(config), title, by_model)
+    if sources is not None:
+        manifest["sources"] = sources
+    paths = _table.write_outputs(out, rows, table, notes, summary, manifest, config, title,
+                                 by_model)
     print("files: " + ", ".join(str(p) for p in paths))
-    return 130 if interrupted else 0
+
+
+def run_merge(args: argparse.Namespace, parser: argparse.ArgumentParser,
+              argv: Sequence[str]) -> int:
+    """``cvxattn merge``: tables fitted side by side as one."""
+    config, merged = _configured(parser, _table.MergeConfig, args,
+                                 lambda config: _table.merge(config.tables))
+    sources = merged["sources"]
+    summary = f"{len(sources)} tables merged: " + " ".join(
+        f"({k}) {s['folder']}: {s['summary']}" for k, s in enumerate(sources, 1))
+    notes = [f"{s['folder']} was interrupted: its rows are those it had done."
+             for s in sources if s["interrupted"]]
+    _report(merged["rows"], merged["config"], merged["config"].get("seeds", 1) > 1, summary,
+            notes, argv, f"cvxattn merge: {', '.join(Path(s['folder']).name for s in sources)}",
+            config.out, sources)
+    return 0
 
 
 def _describe(data) -> str:

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -591,6 +592,109 @@ def notes_for(rows: list[dict]) -> list[str]:
             label = " ".join(str(r[k]) for k in ("head", "activation") if r.get(k))
             notes.append(f"{label} ({r['fitted_by']}): {message}")
     return notes
+
+
+# ------------------------------------------------------------------------------- merging
+# config fields that say which rows a table fits and how the command ran, not how: tables that
+# differ only in these were fitted under one protocol and can be merged
+MERGE_MAY_DIFFER = frozenset({"heads", "activations", "baselines", "threads", "out", "gallery",
+                              "faithfulness", "batch_size", "cache", "model_cache"})
+_NUMERIC = {"beta", "val_acc", "train_acc", "test_acc", "objective", "lower_bound", "gap",
+            "excess", "seconds", "select_seconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeConfig:
+    """What ``cvxattn merge`` joins; its options are derived from these fields."""
+
+    tables: tuple[Path, ...] = field(metadata=_meta(
+        "folders written by `cvxattn table`, `run` or `digits` (each with its table.json), "
+        "fitted on the same data under the same protocol, e.g. by commands run side by side",
+        metavar="DIR"))
+    out: Path = field(default=Path("results"), metadata=_meta(
+        "folder for the merged table.md, table.csv, table.json, accuracy.png and gap.png "
+        "(written atomically)", metavar="DIR"))
+
+    def __post_init__(self):
+        if not self.tables:
+            raise ValueError("tables: expected at least one folder")
+        check_folder(self.out, "out")
+
+
+def _row_from_json(row: dict) -> dict:
+    """A row as :func:`write_outputs` had it: the non-finite numbers JSON spells as strings
+    back to floats, lists of names back to tuples."""
+    out = dict(row)
+    for key in _NUMERIC & out.keys():
+        if isinstance(out[key], str):
+            out[key] = float(out[key])
+    if isinstance(out.get("edge"), list):
+        out["edge"] = tuple(out["edge"])
+    return out
+
+
+def _merge_order(row: dict, first_seen: dict) -> tuple:
+    """Where a row goes in a merged table: each seed's convex heads in the registry's order
+    (linear, then gated; each followed by its network), then the baselines as first met."""
+    head, activation = row.get("head"), row.get("activation")
+    if head in REGISTRY and activation in ACTIVATIONS \
+            and row.get("fitted_by") in ("cvxattn", "AdamW"):
+        place = (0, list(REGISTRY).index(head), ACTIVATIONS.index(activation),
+                 row["fitted_by"] != "cvxattn")
+    else:
+        place = (1, first_seen[head])
+    return (row.get("seed", 0),) + place
+
+
+def merge(folders: Sequence[Path]) -> dict:
+    """The tables in ``folders`` as one: their rows in the order of one table (see
+    :func:`_merge_order`), the shared config with the heads, activations and baselines of all,
+    and each source's manifest and summary. A ValueError names the folder and the config field
+    in which a table differs from the first (only :data:`MERGE_MAY_DIFFER` may), or a model
+    that two tables both fitted for the same seed."""
+    tables = []
+    for folder in folders:
+        path = Path(folder) / "table.json"
+        try:
+            table = json.loads(path.read_text())
+            if not (isinstance(table, dict) and {"rows", "config"} <= table.keys()):
+                raise ValueError("no rows and config")  # the keys write_outputs writes
+        except (OSError, ValueError) as error:
+            raise ValueError(f"tables: {str(folder)!r} has no readable table.json written by "
+                             f"cvxattn ({error})") from None
+        tables.append((folder, table))
+    first_folder, first = tables[0]
+    keys = {k for _, t in tables for k in t["config"]} - MERGE_MAY_DIFFER
+    for folder, table in tables[1:]:
+        for key in sorted(keys):
+            if table["config"].get(key) != first["config"].get(key):
+                raise ValueError(
+                    f"tables: {str(folder)!r} was fitted with {key} = "
+                    f"{table['config'].get(key)!r}, {str(first_folder)!r} with "
+                    f"{first['config'].get(key)!r}; only {', '.join(sorted(MERGE_MAY_DIFFER))} "
+                    "may differ between merged tables")
+    rows, seen, first_seen = [], {}, {}
+    for folder, table in tables:
+        for row in map(_row_from_json, table["rows"]):
+            model = (row.get("seed"),) + tuple(row.get(k) for k in MODEL_KEYS)
+            if model in seen:
+                raise ValueError(f"tables: {str(folder)!r} and {str(seen[model])!r} both have "
+                                 f"the row {' '.join(str(v) for v in model if v is not None)}")
+            seen[model] = folder
+            first_seen.setdefault(row.get("head"), len(first_seen))
+            rows.append(row)
+    rows.sort(key=lambda row: _merge_order(row, first_seen))
+
+    def union(key):
+        return list(dict.fromkeys(v for _, t in tables for v in t["config"].get(key) or ()))
+
+    config = {**first["config"], **{k: union(k) for k in ("heads", "activations", "baselines")}}
+    return {"rows": rows, "config": config,
+            "sources": [{"folder": str(folder), "summary": t.get("summary"),
+                         "manifest": t.get("manifest"),
+                         "interrupted": any(str(n).startswith("interrupted")
+                                            for n in t.get("notes", ()))}
+                        for folder, t in tables]}
 
 
 def write_outputs(out: Path, rows: list[dict], table: str, notes: list[str], summary: str,
