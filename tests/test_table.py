@@ -171,6 +171,8 @@ def test_standardization_uses_training_statistics_only(caches):
     (["--tol", "2"], "argument --tol: expected a number in (0, 1)"),
     (["--dtype", "float32", "--tol", "1e-6"], "argument --tol: expected at least 1e-5"),
     (["--baselines", "none", "logistic-mean"], "argument --baselines: expected distinct names"),
+    (["--heads", "none", "mlp"], "argument --heads: expected distinct names"),
+    (["--heads", "none", "--baselines", "none"], "argument --heads: expected a head or a"),
     (["--bfno-groups", "3"], "argument --bfno-groups: expected B dividing d = 4"),
     (["--bfno-groups", "2", "--val-fraction", "0.01"],
      "argument --val-fraction: the validation part"),
@@ -212,18 +214,21 @@ def test_merge_joins_tables_fitted_apart_into_the_table_fitted_at_once(caches, t
         return tmp_path / name
 
     whole = table("whole", "--heads", "mlp", "fno", "--baselines", "logistic-mean")
-    fno = table("fno", "--heads", "fno", "--baselines", "logistic-mean")
+    fno = table("fno", "--heads", "fno", "--baselines", "none")
     mlp = table("mlp", "--heads", "mlp", "--baselines", "none")
+    baselines = table("baselines", "--heads", "none", "--baselines", "logistic-mean")
     out = tmp_path / "merged"
-    assert main(["merge", "--tables", str(fno), str(mlp), "--out", str(out)]) == 0
+    assert main(["merge", "--tables", str(baselines), str(fno), str(mlp), "--out",
+                 str(out)]) == 0
     merged = json.loads((out / "table.json").read_text())
     expected = json.loads((whole / "table.json").read_text())["rows"]
     keys = ("head", "activation", "fitted_by", "beta", "objective", "gap", "test_acc", "seed")
     assert [[r[k] for k in keys] for r in merged["rows"]] == \
         [[r[k] for k in keys] for r in expected]
     assert merged["config"]["heads"] == ["fno", "mlp"]
-    assert [s["folder"] for s in merged["manifest"]["sources"]] == [str(fno), str(mlp)]
-    assert "2 tables merged" in (out / "table.md").read_text()
+    assert [s["folder"] for s in merged["manifest"]["sources"]] == \
+        [str(baselines), str(fno), str(mlp)]
+    assert "3 tables merged" in (out / "table.md").read_text()
     for name in ("table.csv", "accuracy.png", "gap.png"):
         assert (out / name).exists()
 

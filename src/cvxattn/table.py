@@ -100,7 +100,8 @@ class ProtocolConfig:
     GATE_DEFAULTS = DEFAULT_GATES  # what --n-gates HEAD=M pairs are merged over
 
     heads: tuple[str, ...] = field(default=tuple(REGISTRY), metadata=_meta(
-        "convex heads to fit", choices=tuple(REGISTRY), metavar="HEAD"))
+        "convex heads to fit, or none (the baselines only)", choices=tuple(REGISTRY) + ("none",),
+        metavar="HEAD"))
     activations: tuple[str, ...] = field(default=ACTIVATIONS, metadata=_meta(
         "activations to fit for each head", choices=ACTIVATIONS, metavar="ACTIVATION"))
     beta: tuple[float, ...] = field(default=BETAS, metadata=_meta(
@@ -167,13 +168,19 @@ class ProtocolConfig:
         def fix(name, value):
             object.__setattr__(self, name, value)
 
-        fix("heads", checked_names("heads", self.heads, tuple(REGISTRY)))
+        heads = checked_names("heads", self.heads, tuple(REGISTRY) + ("none",))
+        if "none" in heads and len(heads) > 1:
+            raise ValueError(f"heads: expected distinct names from {tuple(REGISTRY)}, or none "
+                             f"alone, got {heads}")
+        fix("heads", () if heads == ("none",) else heads)
         fix("activations", checked_names("activations", self.activations, ACTIVATIONS))
         baselines = checked_names("baselines", self.baselines, BASELINES + ("none",))
         if "none" in baselines and len(baselines) > 1:
             raise ValueError(f"baselines: expected distinct names from {BASELINES}, or none "
                              f"alone, got {baselines}")
         fix("baselines", baselines)
+        if not self.heads and baselines == ("none",):
+            raise ValueError("heads: expected a head or a baseline to fit, got none of either")
         fix("beta", checked_betas(self.beta))
         for name in ("tol", "select_tol", "val_fraction"):
             value = getattr(self, name)
