@@ -412,7 +412,7 @@ def _run_table(config, data, data_for, argv: Sequence[str], title: str,
     if config.seeds > 1:
         description += (f"; {config.seeds} seeds ({', '.join(map(str, config.seed_values))}):"
                         " mean ± sample standard deviation")
-    notes = [f"interrupted: {len(rows)} rows are done."] if interrupted else []
+    notes = [f"{_table.INTERRUPTED} {len(rows)} rows are done."] if interrupted else []
     _report(rows, dataclasses.asdict(config), config.seeds > 1,
             f"{description}; total wall time {total:.1f} s", notes, argv, title, config.out)
     return 130 if interrupted else 0
@@ -449,8 +449,8 @@ def run_merge(args: argparse.Namespace, parser: argparse.ArgumentParser,
     sources = merged["sources"]
     summary = f"{len(sources)} tables merged: " + " ".join(
         f"({k}) {s['folder']}: {s['summary']}" for k, s in enumerate(sources, 1))
-    notes = [f"{s['folder']} was interrupted: its rows are those it had done."
-             for s in sources if s["interrupted"]]
+    notes = [f"{_table.INTERRUPTED} {s['folder']} was cut short; its rows are those it had "
+             "done." for s in sources if s["interrupted"]]
     _report(merged["rows"], merged["config"], merged["config"].get("seeds", 1) > 1, summary,
             notes, argv, f"cvxattn merge: {', '.join(Path(s['folder']).name for s in sources)}",
             config.out, sources)

@@ -604,6 +604,7 @@ def notes_for(rows: list[dict]) -> list[str]:
 # ------------------------------------------------------------------------------- merging
 # config fields that say which rows a table fits and how the command ran, not how: tables that
 # differ only in these were fitted under one protocol and can be merged
+INTERRUPTED = "interrupted:"  # how the note of a table cut short by Ctrl-C starts
 MERGE_MAY_DIFFER = frozenset({"heads", "activations", "baselines", "threads", "out", "gallery",
                               "faithfulness", "batch_size", "cache", "model_cache"})
 _NUMERIC = {"beta", "val_acc", "train_acc", "test_acc", "objective", "lower_bound", "gap",
@@ -663,7 +664,7 @@ def merge(folders: Sequence[Path]) -> dict:
     for folder in folders:
         path = Path(folder) / "table.json"
         try:
-            table = json.loads(path.read_text())
+            table = json.loads(path.read_text(encoding="utf-8"))  # as write_atomic writes
             if not (isinstance(table, dict) and {"rows", "config"} <= table.keys()):
                 raise ValueError("no rows and config")  # the keys write_outputs writes
         except (OSError, ValueError) as error:
@@ -699,7 +700,7 @@ def merge(folders: Sequence[Path]) -> dict:
     return {"rows": rows, "config": config,
             "sources": [{"folder": str(folder), "summary": t.get("summary"),
                          "manifest": t.get("manifest"),
-                         "interrupted": any(str(n).startswith("interrupted")
+                         "interrupted": any(str(n).startswith(INTERRUPTED)
                                             for n in t.get("notes", ()))}
                         for folder, t in tables]}
 
