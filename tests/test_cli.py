@@ -160,6 +160,35 @@ def test_ctrl_c_prints_the_rows_done_so_far(monkeypatch, tmp_path):
         (tmp_path / "table.json").read_text())["notes"]
 
 
+def test_sigterm_keeps_the_rows_done_so_far_and_puts_the_handler_back(monkeypatch, tmp_path):
+    """`kill` stops a table like Ctrl-C does (a background job started by a script ignores
+    Ctrl-C): the rows done are printed and written, the exit status is 128 + SIGTERM."""
+    import os
+    import signal
+
+    from cvxattn import table
+
+    fit_convex = table.fit_convex
+    calls = []
+
+    def killed_on_the_second_fit(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fit_convex(*args, **kwargs)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(table, "fit_convex", killed_on_the_second_fit)
+    code, stdout, _ = run_main(["digits", "--heads", "mlp", "--n-train", "60", "--n-test",
+                                "30", "--beta", "1e-3", "--baselines", "none", "--out",
+                                str(tmp_path)])
+    assert code == 128 + signal.SIGTERM
+    assert [r["activation"] for r in parse_table(stdout)] == ["linear"]
+    assert "interrupted: 1 rows are done." in json.loads(
+        (tmp_path / "table.json").read_text())["notes"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_command_is_required():
     code, _, stderr = run_main([])
     assert code == 2 and "required: COMMAND" in stderr

@@ -107,8 +107,8 @@ def test_rows_are_collected_with_a_check_before_each():
             rows.append(k)
             yield k
 
-    done, interrupted = cli._collect(produce(), Recorder())
-    assert done == [0, 1, 2] and not interrupted
+    done, stopped = cli._collect(produce(), Recorder())
+    assert done == [0, 1, 2] and stopped == 0
     assert checks == [0, 1, 2, 3]  # before each row, and before learning there is none left
 
 

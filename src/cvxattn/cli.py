@@ -12,10 +12,13 @@ one-line message naming the option.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import shlex
+import signal
 import sys
+import threading
 import time
 import types
 import typing
@@ -283,23 +286,53 @@ class _Threads:
         torch.set_num_threads(self._before)
 
 
-def _collect(rows, threads: _Threads | None = None) -> tuple[list[dict], bool]:
-    """The rows of an iterator until it ends or Ctrl-C stops it; (rows, interrupted).
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while rows are fitted: handled as Ctrl-C is, so that the rows done are kept."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the rows are fitted, SIGTERM (``kill``, a batch scheduler's time limit) raises
+    :class:`_Terminated`, so the table so far is printed and written as after Ctrl-C; a job
+    started in the background by a script ignores Ctrl-C, so this is how it is stopped. The
+    previous handler comes back afterwards; a SIGTERM ignored on entry stays ignored, and off
+    the main thread (where Python cannot set handlers) nothing changes."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN):
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _collect(rows, threads: _Threads | None = None) -> tuple[list[dict], int]:
+    """The rows of an iterator until it ends or Ctrl-C or SIGTERM stops it: (rows, the exit
+    status of a stop: 0 when the rows ended, 130 after Ctrl-C, 143 after SIGTERM).
     ``threads``: checked again before each row."""
     done: list[dict] = []
     rows = iter(rows)
     try:
-        while True:
-            if threads is not None:
-                threads.check()
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            done.append(row)
+        with _terminate_as_interrupt():
+            while True:
+                if threads is not None:
+                    threads.check()
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    break
+                done.append(row)
+    except _Terminated:
+        return done, 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        return done, True
-    return done, False
+        return done, 128 + signal.SIGINT
+    return done, 0
 
 
 def run_digits(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -374,7 +407,8 @@ standardized with the training set's statistics. Prints the table (test accuracy
 objective, certified gap, heads, parameters, fit time) and writes it to --out as Markdown,
 CSV and JSON, with two figures:
 accuracy by model (accuracy.png) and the gap against time of every final solve (gap.png).
-Progress goes to stderr, the table to stdout."""
+Progress goes to stderr, the table to stdout. Ctrl-C or SIGTERM (`kill`) stops the fits and
+prints and writes the rows done so far (exit status 130 or 143)."""
 
 TABLE_EPILOG = """\
 examples:
@@ -386,12 +420,12 @@ examples:
 def _run_table(config, data, data_for, argv: Sequence[str], title: str,
                start: float, fitted: dict | None = None) -> int:
     """Fit the rows of every seed, print the table (mean ± sd over several seeds), write the
-    files; Ctrl-C keeps the rows done (exit 130). ``data``: the first seed's data;
+    files; Ctrl-C or SIGTERM keeps the rows done (exit 130 or 143). ``data``: the first seed's data;
     ``data_for(config)``: the data of another seed's config. ``fitted`` receives the first
     seed's convex heads' (row, solution) pairs."""
     description = _describe(data)
     rows: list[dict] = []
-    interrupted = False
+    stopped = 0  # the exit status of Ctrl-C or SIGTERM, 0 while the rows go on
     with _Threads(config.threads) as threads:
         for seed in config.seed_values:
             seeded = config
@@ -402,20 +436,20 @@ def _run_table(config, data, data_for, argv: Sequence[str], title: str,
                 _progress(f"seed {seed}: {_describe(data)}")
             else:
                 _progress(description)
-            done, interrupted = _collect(_table.iter_rows(
+            done, stopped = _collect(_table.iter_rows(
                 seeded, data, progress=_progress, fitted=fitted if seed == config.seed else None,
                 callback=threads.during_solves), threads)
             rows += [{**row, "seed": seed} for row in done]
-            if interrupted:
+            if stopped:
                 break
     total = time.perf_counter() - start
     if config.seeds > 1:
         description += (f"; {config.seeds} seeds ({', '.join(map(str, config.seed_values))}):"
                         " mean ± sample standard deviation")
-    notes = [f"{_table.INTERRUPTED} {len(rows)} rows are done."] if interrupted else []
+    notes = [f"{_table.INTERRUPTED} {len(rows)} rows are done."] if stopped else []
     _report(rows, dataclasses.asdict(config), config.seeds > 1,
             f"{description}; total wall time {total:.1f} s", notes, argv, title, config.out)
-    return 130 if interrupted else 0
+    return stopped
 
 
 def _report(rows: list[dict], config: dict, seeds: bool, summary: str, notes: list[str],
