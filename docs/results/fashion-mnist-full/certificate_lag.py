@@ -36,7 +36,7 @@ X = ((X - flat.mean(0)) / flat.std(0)).astype(np.float32)
 index = np.random.default_rng(0).choice(len(tokens.y), n, replace=False)
 X, y = X[index], np.asarray(tokens.y)[index]
 head = heads.create("fno", "gated", grid=tuple(tokens.grid))
-init, log = None, []
+init = None
 for beta in (1e-3, 3e-4, 1e-4, 3e-5):
     last = beta == 3e-5
     log = []
